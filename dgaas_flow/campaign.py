@@ -1,0 +1,268 @@
+"""A campaign: enumerate inputs, chunk them, keep a bounded number of tasks in flight, stream each
+item's result to results.jsonl as its chunk completes, resume from what is already there, and
+summarize. Memory holds only the chunks in flight, never all results.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import glob
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice, takewhile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import parsl
+
+from dgaas_flow.config import make_config
+from dgaas_flow.pilot.endpoint import read_registry
+from dgaas_flow.pilot.supervisor import PilotConfig
+from dgaas_flow.progress import Progress
+from dgaas_flow.spec import Workflow
+from dgaas_flow.tasks import InferRequest, infer_chunk
+
+RESULTS = "results.jsonl"
+SUMMARY = "summary.json"
+PILOT_STOP_WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class InputItem:
+    id: str
+    path: str
+    label: str | None
+
+
+def enumerate_items(wf: Workflow, limit: int | None = None) -> Iterator[InputItem]:
+    """Items in a stable (sorted) order, ids relative to the glob's fixed leading folder."""
+    pattern = wf.inputs.files
+    parts = Path(pattern).parts
+    fixed = list(takewhile(lambda part: not any(c in part for c in "*?["), parts))
+    root = Path(*fixed) if len(fixed) < len(parts) else Path(pattern).parent
+    paths = (p for p in sorted(glob.glob(pattern, recursive=True)) if os.path.isfile(p))
+    for path in islice(paths, limit):
+        item_id = os.path.relpath(path, root)
+        label = Path(path).parent.name if wf.inputs.labels == "parent_dir" else None
+        yield InputItem(item_id, path, label)
+
+
+class ResultsFile:
+    """results.jsonl: one line per item. Resuming keeps each successful item once, drops recorded
+    errors (so they are tried again) and a partly written last line left by a killed run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done = self._compact() if path.exists() else set()
+        self._file = open(path, "a")  # noqa: SIM115 - held open for the campaign's lifetime
+
+    def _compact(self) -> set[str]:
+        done: set[str] = set()
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with open(self.path, errors="replace") as src, open(tmp, "w") as dst:
+            for line in src:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if not line.endswith("\n") or not isinstance(record, dict):
+                    continue
+                if record.get("ok") and record.get("id") not in done:
+                    done.add(record["id"])
+                    dst.write(line)
+        os.replace(tmp, self.path)
+        return done
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class RunStats:
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    items: int = 0
+    failed: int = 0
+    resumed: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+def _label_results(chunk: list[InputItem], outcome: dict[str, Any]) -> list[dict[str, Any]]:
+    records = outcome["results"]
+    for item, record in zip(chunk, records, strict=True):
+        if item.label is not None:
+            record["label"] = item.label
+            if record.get("ok") and "prediction" in record:
+                record["correct"] = record["prediction"] == item.label
+    return records
+
+
+def _lost_chunk(chunk: list[InputItem], exc: BaseException) -> dict[str, Any]:
+    message = f"task failed after all retries: {type(exc).__name__}: {exc}"
+    return {"results": [{"id": i.id, "ok": False, "error": message, "pilot": None} for i in chunk],
+            "latencies_ms": []}
+
+
+def run_campaign(
+    wf: Workflow, out: Path | None = None, limit: int | None = None, progress: str = "auto"
+) -> dict[str, Any]:
+    """Run a workflow to completion and return its summary (also written to summary.json)."""
+    out_dir = wf.out_dir(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "workflow.json").write_text(wf.model_dump_json(indent=2))
+    registry = out_dir / "pilots"
+    pilot_config = None
+    if wf.provider.kind != "glideinwms":
+        pilot_config = out_dir / "pilot.json"
+        pilot_config.write_text(PilotConfig(
+            triton=wf.triton, repository=wf.model.repository, models=[wf.model.name],
+            registry=registry, log_dir=out_dir / "logs",
+        ).model_dump_json(indent=2))
+
+    results = ResultsFile(out_dir / RESULTS)
+    stats = RunStats(resumed=len(results.done))
+    todo = (i for i in enumerate_items(wf, limit) if i.id not in results.done)
+    total = sum(1 for _ in enumerate_items(wf, limit))
+    request = InferRequest.from_workflow(wf)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    dfk = parsl.load(make_config(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries))
+    bar = Progress(total, stats.resumed, registry, mode=progress)
+    try:
+        _fan_out(wf, todo, request, results, stats, bar)
+    finally:
+        bar.close()
+        results.close()
+        dfk.cleanup()
+        parsl.clear()
+        _wait_for_pilots(registry)
+    summary = summarize(wf, out_dir, total, stats)
+    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _fan_out(wf, todo, request, results, stats, bar) -> None:
+    in_flight: dict[cf.Future, list[InputItem]] = {}
+
+    def collect(done_futures) -> None:
+        for fut in done_futures:
+            chunk = in_flight.pop(fut)
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
+                outcome = _lost_chunk(chunk, exc)
+            records = _label_results(chunk, outcome)
+            results.write(records)
+            failed = sum(1 for r in records if not r["ok"])
+            stats.items += len(records)
+            stats.failed += failed
+            stats.latencies_ms.extend(outcome["latencies_ms"])
+            bar.advance(len(records), failed)
+
+    limit = wf.in_flight_limit()
+    while chunk := list(islice(todo, wf.chunk_size)):
+        while len(in_flight) >= limit:
+            done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            collect(done)
+            bar.refresh()
+        in_flight[infer_chunk([(i.id, i.path) for i in chunk], request)] = chunk
+    while in_flight:
+        done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+        collect(done)
+        bar.refresh()
+
+
+def _wait_for_pilots(registry: Path) -> None:
+    """Blocks were told to stop; return once their pilots say so (bounded), so no server outlives
+    the campaign that started it."""
+    deadline = time.monotonic() + PILOT_STOP_WAIT_S
+    while time.monotonic() < deadline:
+        if all(e.state in ("stopped", "failed") for e in read_registry(registry)):
+            return
+        time.sleep(0.2)
+
+
+def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[str, Any]:
+    """Counts come from results.jsonl (the whole campaign, resumed runs included); speed and
+    latency from this run."""
+    ok = failed = correct = labelled = 0
+    per_pilot: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    with open(out_dir / RESULTS) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["ok"]:
+                ok += 1
+                per_pilot[r.get("pilot") or "?"] += 1
+                if "correct" in r:
+                    labelled += 1
+                    correct += r["correct"]
+            else:
+                failed += 1
+                reasons[r["error"].split(":", 1)[0]] += 1
+    wall = time.monotonic() - stats.started
+    lat = np.asarray(stats.latencies_ms) if stats.latencies_ms else None
+    pilots = []
+    for e in read_registry(out_dir / "pilots"):
+        served = per_pilot.pop(e.http_url or "", 0) + per_pilot.pop(e.grpc_url or "", 0)
+        pilots.append({"endpoint": e.http_url, "grpc": e.grpc_url, "host": e.host, "block": e.block,
+                       "gpus": e.gpus, "restarts": e.restarts, "state": e.state, "items": served})
+    pilots += [{"endpoint": url, "items": n} for url, n in per_pilot.items()]
+    summary: dict[str, Any] = {
+        "workflow": wf.name,
+        "provider": wf.provider.name,
+        "model": wf.model.name,
+        "out_dir": str(out_dir),
+        "started_at": stats.started_at,
+        "items_total": total,
+        "items_ok": ok,
+        "items_failed": failed,
+        "items_this_run": stats.items,
+        "items_resumed": stats.resumed,
+        "wall_seconds": round(wall, 3),
+        "items_per_second": round(stats.items / wall, 2) if wall > 0 else 0.0,
+        "requests": len(stats.latencies_ms),
+        "latency_ms": {
+            f"p{q}": round(float(np.percentile(lat, q)), 3) if lat is not None else None for q in (50, 95, 99)
+        },
+        "pilots": pilots,
+        "restarts": sum(p.get("restarts", 0) for p in pilots),
+        "failures_by_reason": dict(reasons.most_common(10)),
+    }
+    if labelled:
+        summary["accuracy"] = round(correct / labelled, 4)
+    return summary
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [
+        f"workflow {s['workflow']} on provider {s['provider']}: "
+        f"{s['items_ok']}/{s['items_total']} items ok, {s['items_failed']} failed"
+        + (f", {s['items_resumed']} resumed from an earlier run" if s["items_resumed"] else ""),
+        f"  this run: {s['items_this_run']} items in {s['wall_seconds']:.1f} s "
+        f"({s['items_per_second']:.1f} items/s), {s['requests']} requests",
+    ]
+    lat = s["latency_ms"]
+    if lat["p50"] is not None:
+        lines.append(
+            f"  request latency ms: p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  p99 {lat['p99']:.2f}"
+        )
+    if "accuracy" in s:
+        lines.append(f"  accuracy: {s['accuracy']:.4f}")
+    for p in s["pilots"]:
+        extra = f" on {p['host']} block {p['block']}, restarts {p['restarts']}" if "host" in p else ""
+        lines.append(f"  pilot {p['endpoint']}{extra}: {p['items']} items")
+    for reason, n in s["failures_by_reason"].items():
+        lines.append(f"  failed: {n} x {reason}")
+    lines.append(f"  results: {s['out_dir']}/{RESULTS}   summary: {s['out_dir']}/{SUMMARY}")
+    return "\n".join(lines)

@@ -1,0 +1,211 @@
+"""The `dgaas-flow` command. User mistakes end with a message and exit status 2, pilot failures
+with exit status 3; never with a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from dgaas_flow.errors import PilotError, UserError
+
+DEFAULT_PILOT_DIR = Path(os.environ.get("DGAAS_PILOT_DIR", Path.home() / ".dgaas-flow" / "pilot"))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dgaas_flow.campaign import format_summary, run_campaign
+    from dgaas_flow.spec import load_workflow
+
+    wf = load_workflow(args.workflow, provider=args.provider)
+    mode = "quiet" if args.quiet else args.progress
+    summary = run_campaign(wf, out=args.out, limit=args.limit, progress=mode)
+    print(format_summary(summary))
+    return 0 if summary["items_failed"] == 0 else 1
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from dgaas_flow.spec import validate_file
+
+    status = 0
+    for path in args.files:
+        try:
+            print(validate_file(Path(path).resolve()))
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from dgaas_flow.spec import json_schema
+
+    print(json.dumps(json_schema(args.which), indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ pilot
+
+
+def _pilot_config(args: argparse.Namespace):
+    from dgaas_flow.pilot.supervisor import PilotConfig
+    from dgaas_flow.spec import TritonSettings, load_workflow
+
+    state_dir = Path(args.dir).resolve()
+    if getattr(args, "config", None):
+        try:
+            return PilotConfig.model_validate_json(Path(args.config).read_text())
+        except OSError as exc:
+            raise UserError(f"{args.config}: cannot read pilot config: {exc}") from None
+        except ValidationError as exc:
+            raise UserError(f"{args.config}: not a pilot config: {exc}") from None
+    if args.workflow:
+        wf = load_workflow(args.workflow)
+        triton, repository, models = wf.triton, wf.model.repository, [wf.model.name]
+    elif args.model_repository:
+        repository = Path(args.model_repository).resolve()
+        if not repository.is_dir():
+            raise UserError(f"--model-repository: folder {repository} does not exist")
+        missing = [m for m in args.model if not (repository / m).is_dir()]
+        if missing:
+            raise UserError(f"--model: no model {', '.join(missing)} in {repository}")
+        triton, models = TritonSettings(), list(args.model)
+    else:
+        raise UserError("give --workflow FILE or --model-repository DIR (with --model NAME ...)")
+    overrides = {k: getattr(args, k) for k in ("launch", "binary", "image", "listen") if getattr(args, k)}
+    triton = triton.model_copy(update=overrides)
+    return PilotConfig(triton=triton, repository=repository, models=models, registry=state_dir,
+                       log_dir=state_dir / "logs")
+
+
+def _serve_argv(args: argparse.Namespace) -> list[str]:
+    argv = ["--dir", str(Path(args.dir).resolve())]
+    if args.workflow:
+        argv += ["--workflow", str(Path(args.workflow).resolve())]
+    if args.model_repository:
+        argv += ["--model-repository", str(Path(args.model_repository).resolve())]
+    for m in args.model:
+        argv += ["--model", m]
+    for k in ("launch", "binary", "image", "listen"):
+        if getattr(args, k):
+            argv += [f"--{k}", getattr(args, k)]
+    return argv
+
+
+def _cmd_pilot_start(args: argparse.Namespace) -> int:
+    from dgaas_flow.pilot.run import start_daemon
+
+    config = _pilot_config(args)  # checks the arguments before anything is started
+    endpoint, path = start_daemon(_serve_argv(args), Path(args.dir).resolve(), config.triton.ready_timeout_s)
+    print(f"pilot ready: http {endpoint.http_url}  grpc {endpoint.grpc_url}  metrics {endpoint.metrics_url}")
+    print(f"models: {', '.join(endpoint.models) or '(all in the repository)'}; server pid {endpoint.pid}")
+    print(f"export DGAAS_ENDPOINT_FILE={path}")
+    return 0
+
+
+def _cmd_pilot_serve(args: argparse.Namespace) -> int:
+    from dgaas_flow.pilot.run import serve
+
+    return serve(_pilot_config(args))
+
+
+def _cmd_pilot_status(args: argparse.Namespace) -> int:
+    from dgaas_flow.pilot.run import status
+
+    rows = status(Path(args.dir))
+    print(json.dumps(rows, indent=2))
+    return 0 if any(r["running"] for r in rows) else 1
+
+
+def _cmd_pilot_stop(args: argparse.Namespace) -> int:
+    from dgaas_flow.pilot.run import stop_all
+
+    print(f"stopped {stop_all(Path(args.dir))} pilot(s)")
+    return 0
+
+
+def _cmd_pilot_wrap(args: argparse.Namespace) -> int:
+    from dgaas_flow.pilot.run import wrap
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise UserError("pilot wrap: give the command to run after --")
+    return wrap(_pilot_config(args), cmd, block=args.block)
+
+
+def _add_pilot_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workflow", help="take the model and triton settings from this workflow")
+    p.add_argument("--model-repository", help="Triton model repository folder")
+    p.add_argument("--model", action="append", default=[], help="model to load (repeatable); default all")
+    p.add_argument("--launch", choices=["binary", "apptainer", "docker"])
+    p.add_argument("--binary", help="tritonserver executable")
+    p.add_argument("--image", help="server image for apptainer/docker")
+    p.add_argument("--listen", help="address Triton binds (default 127.0.0.1)")
+    p.add_argument("--dir", default=str(DEFAULT_PILOT_DIR), help="where endpoint files and logs go")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgaas-flow", description="GPU as a service on batch clusters")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a workflow campaign")
+    p.add_argument("workflow")
+    p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
+    p.add_argument("--limit", type=int, help="only the first N input items")
+    p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")
+    p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="check workflow and provider files")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of a workflow or provider file")
+    p.add_argument("which", choices=["workflow", "provider"])
+    p.set_defaults(func=_cmd_schema)
+
+    pilot = sub.add_parser("pilot", help="run a Triton pilot").add_subparsers(dest="pilot", required=True)
+    for name, func, helptext in (
+        ("start", _cmd_pilot_start, "start a standalone pilot in the background"),
+        ("serve", _cmd_pilot_serve, "run a pilot in the foreground until signalled"),
+    ):
+        p = pilot.add_parser(name, help=helptext)
+        _add_pilot_source(p)
+        p.set_defaults(func=func)
+    for name, func, helptext in (
+        ("status", _cmd_pilot_status, "show the pilots in --dir"),
+        ("stop", _cmd_pilot_stop, "stop the pilots in --dir"),
+    ):
+        p = pilot.add_parser(name, help=helptext)
+        p.add_argument("--dir", default=str(DEFAULT_PILOT_DIR))
+        p.set_defaults(func=func)
+    p = pilot.add_parser("wrap", help="start a pilot, run CMD with DGAAS_TRITON_URL set, then stop it")
+    _add_pilot_source(p)
+    p.add_argument("--config", help="pilot config JSON written by a campaign")
+    p.add_argument("--block", help="Parsl block id, recorded in the endpoint")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ...")
+    p.set_defaults(func=_cmd_pilot_wrap)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except PilotError as exc:
+        print(f"error: pilot: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""tritonclient use for tasks: one client per worker process and server, batched requests with a
+deadline, and retries that re-resolve the server (it may have been restarted elsewhere)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # without the batch dimension
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(triton_to_np_dtype(self.datatype))
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.shape) and all(d in (-1, s) for d, s in zip(self.shape, shape, strict=True))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    max_batch_size: int
+
+    def input(self, name: str | None) -> TensorInfo:
+        return _pick(self.inputs, name, "input")
+
+    def output(self, name: str | None) -> TensorInfo:
+        return _pick(self.outputs, name, "output")
+
+
+def _pick(tensors: tuple[TensorInfo, ...], name: str | None, what: str) -> TensorInfo:
+    if name is None:
+        if what == "input" and len(tensors) != 1:
+            raise ValueError(f"the model has {len(tensors)} inputs; set inputs.tensor to one of "
+                             f"{[t.name for t in tensors]}")
+        return tensors[0]
+    for t in tensors:
+        if t.name == name:
+            return t
+    raise ValueError(f"the model has no {what} {name!r} (it has {[t.name for t in tensors]})")
+
+
+class TritonClient:
+    """A thin, protocol-neutral wrapper: the same calls over HTTP and gRPC."""
+
+    def __init__(self, url: str, protocol: str, timeout_s: float):
+        self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
+        address = url.split("://", 1)[-1]
+        self.lib = httpclient if protocol == "http" else grpcclient
+        if protocol == "http":
+            self.client = httpclient.InferenceServerClient(
+                address, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
+        else:
+            self.client = grpcclient.InferenceServerClient(address)
+        self._models: dict[tuple[str, str], ModelInfo] = {}
+
+    def model_info(self, model: str, version: str = "") -> ModelInfo:
+        key = (model, version)
+        if key not in self._models:
+            if self.protocol == "http":
+                meta = self.client.get_model_metadata(model, version)
+                config = self.client.get_model_config(model, version)
+            else:
+                meta = self.client.get_model_metadata(model, version, as_json=True)
+                config = self.client.get_model_config(model, version, as_json=True)["config"]
+            batch = int(config.get("max_batch_size", 0))
+            strip = 1 if batch > 0 else 0
+
+            def tensors(items: list[dict[str, Any]]) -> tuple[TensorInfo, ...]:
+                return tuple(
+                    TensorInfo(t["name"], t["datatype"], tuple(int(d) for d in t["shape"][strip:]))
+                    for t in items
+                )
+
+            self._models[key] = ModelInfo(tensors(meta["inputs"]), tensors(meta["outputs"]), batch)
+        return self._models[key]
+
+    def infer(
+        self, model: str, version: str, batch: np.ndarray, input_info: TensorInfo, output: str, top_k: int
+    ) -> np.ndarray:
+        inp = self.lib.InferInput(input_info.name, list(batch.shape), input_info.datatype)
+        inp.set_data_from_numpy(batch)
+        requested = self.lib.InferRequestedOutput(output, class_count=top_k)
+        kwargs: dict[str, Any] = {"model_version": version, "outputs": [requested]}
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = self.timeout_s
+        result = self.client.infer(model, [inp], **kwargs)
+        return result.as_numpy(output)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a broken connection must not mask the real error
+            self.client.close()
+
+
+_CLIENTS: dict[tuple[str, str], TritonClient] = {}
+
+
+def cached_client(url: str, protocol: str, timeout_s: float) -> TritonClient:
+    """One client per worker process and server: connections are reused across tasks."""
+    key = (url, protocol)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = TritonClient(url, protocol, timeout_s)
+    return _CLIENTS[key]
+
+
+def drop_client(url: str, protocol: str) -> None:
+    client = _CLIENTS.pop((url, protocol), None)
+    if client is not None:
+        client.close()
+
+
+RETRYABLE = (InferenceServerException, ConnectionError, OSError, TimeoutError)
+
+
+def backoff(attempt: int, first_s: float) -> None:
+    time.sleep(first_s * (2**attempt))

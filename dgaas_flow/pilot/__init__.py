@@ -1,0 +1,1 @@
+"""Triton pilots: launching (binary | apptainer | docker), supervision, endpoint files, discovery."""

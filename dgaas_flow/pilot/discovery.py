@@ -1,0 +1,61 @@
+"""How a task finds its Triton server, in one fixed, documented order.
+
+1. the workflow's explicit `server.url`
+2. DGAAS_TRITON_URL / DGAAS_TRITON_GRPC_URL, set by the pilot for the workers of its node
+3. TRITON_ADDRESS (and TRITON_GRPC_ADDRESS), published by the GlideinWMS glidein's setup script
+4. the endpoint file named by DGAAS_ENDPOINT_FILE (a standalone `dgaas-flow pilot start` writes one)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from dgaas_flow.errors import UserError
+from dgaas_flow.pilot.endpoint import ENV_ENDPOINT_FILE, ENV_GRPC_URL, ENV_URL, Endpoint
+
+
+class DiscoveryError(UserError):
+    """No server could be found; the message lists every place that was tried."""
+
+
+def _with_scheme(address: str, scheme: str) -> str:
+    return address if "://" in address else f"{scheme}://{address}"
+
+
+def resolve_endpoint(explicit_url: str | None = None, environ: Mapping[str, str] = os.environ) -> Endpoint:
+    tried = []
+    if explicit_url:
+        key = "http_url" if explicit_url.startswith("http://") else "grpc_url"
+        return Endpoint(**{key: explicit_url}, state="ready")
+    tried.append("workflow server.url: not set")
+
+    if environ.get(ENV_URL) or environ.get(ENV_GRPC_URL):
+        return Endpoint(http_url=environ.get(ENV_URL) or None, grpc_url=environ.get(ENV_GRPC_URL) or None,
+                        state="ready")
+    tried.append(f"{ENV_URL}: not set")
+
+    if environ.get("TRITON_ADDRESS"):
+        grpc = environ.get("TRITON_GRPC_ADDRESS")
+        return Endpoint(
+            http_url=_with_scheme(environ["TRITON_ADDRESS"], "http"),
+            grpc_url=_with_scheme(grpc, "grpc") if grpc else None,
+            state="ready",
+        )
+    tried.append("TRITON_ADDRESS (glidein): not set")
+
+    path = environ.get(ENV_ENDPOINT_FILE)
+    if path:
+        try:
+            return Endpoint.read(Path(path))
+        except (OSError, ValueError) as exc:
+            tried.append(f"{ENV_ENDPOINT_FILE}={path}: unreadable ({exc})")
+    else:
+        tried.append(f"{ENV_ENDPOINT_FILE}: not set")
+
+    raise DiscoveryError(
+        "no Triton server found; tried, in order: " + "; ".join(tried)
+        + ". Set server.url in the workflow, run inside a dgaas-flow pilot, or start one with "
+        "`dgaas-flow pilot start` and export DGAAS_ENDPOINT_FILE"
+    )

@@ -1,0 +1,73 @@
+"""The endpoint a pilot publishes: where its Triton server answers, and in what state it is.
+
+Written atomically (write to a temporary file, then rename) so that a reader on a shared
+filesystem (a task, the campaign driver, the gateway) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+ENV_URL = "DGAAS_TRITON_URL"
+ENV_GRPC_URL = "DGAAS_TRITON_GRPC_URL"
+ENV_ENDPOINT_FILE = "DGAAS_ENDPOINT_FILE"
+
+
+class Endpoint(BaseModel):
+    http_url: str | None = None
+    grpc_url: str | None = None
+    metrics_url: str | None = None
+    models: list[str] = Field(default_factory=list)
+    gpus: list[str] = Field(default_factory=list, description="GPU ids given to the server")
+    host: str = Field(default_factory=socket.gethostname)
+    pid: int | None = Field(None, description="pid of the tritonserver process")
+    supervisor_pid: int = Field(default_factory=os.getpid)
+    block: str | None = Field(None, description="the Parsl block whose node runs this pilot")
+    launch: str = "binary"
+    state: Literal["starting", "ready", "restarting", "stopped", "failed"] = "starting"
+    restarts: int = 0
+    started_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    log: str | None = None
+    error: str | None = Field(None, description="why the pilot failed, when it did")
+
+    def url(self, protocol: str) -> str | None:
+        return self.http_url if protocol == "http" else self.grpc_url
+
+    def worker_env(self, path: Path | None) -> dict[str, str]:
+        """What the workers wrapped by this pilot find in their environment."""
+        env = {ENV_URL: self.http_url or "", ENV_GRPC_URL: self.grpc_url or ""}
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # the GPUs are the server's; workers are CPU clients
+        if path is not None:
+            env[ENV_ENDPOINT_FILE] = str(path)
+        return env
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(self.model_dump_json(indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> Endpoint:
+        return cls.model_validate_json(Path(path).read_text())
+
+
+def read_registry(registry: Path) -> list[Endpoint]:
+    """Every pilot that has published into a registry folder, oldest first."""
+    found = []
+    for path in sorted(Path(registry).glob("*.json")):
+        try:
+            found.append(Endpoint.read(path))
+        except (OSError, ValueError, json.JSONDecodeError):
+            continue
+    return sorted(found, key=lambda e: e.started_at)

@@ -1,0 +1,142 @@
+"""Ways to run a pilot: `wrap` (around a command, e.g. Parsl's worker pool on a node), `serve`
+(in the foreground until signalled) and `start`/`status`/`stop` (a standalone daemon)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from dgaas_flow.errors import PilotError
+from dgaas_flow.pilot.endpoint import Endpoint, read_registry
+from dgaas_flow.pilot.supervisor import Pilot, PilotConfig, log_tail
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Terminated(Exception):
+    """A stop signal arrived (scancel, condor_rm, Parsl scaling in, Ctrl-C)."""
+
+
+def _raise(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals(pilot: Pilot) -> Iterator[None]:
+    """Signals end the pilot's work; the pilot itself is stopped last with signals ignored, so a
+    second signal cannot interrupt the stop and leave a server behind."""
+    previous = {s: signal.signal(s, _raise) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        pilot.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def wrap(config: PilotConfig, cmd: list[str], block: str | None = None) -> int:
+    """Start the pilot, run cmd with the endpoint in its environment, stop the pilot when it ends."""
+    pilot = Pilot(config, block=block)
+    child: subprocess.Popen | None = None
+    with stop_on_signals(pilot):
+        try:
+            endpoint = pilot.start()
+            child = subprocess.Popen(cmd, env={**os.environ, **endpoint.worker_env(pilot.endpoint_file)})
+            return child.wait()
+        except Terminated:
+            if child is not None and child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            return 143
+    raise AssertionError("unreachable")
+
+
+def serve(config: PilotConfig) -> int:
+    pilot = Pilot(config)
+    with stop_on_signals(pilot):
+        try:
+            endpoint = pilot.start()
+            print(endpoint.model_dump_json(indent=2), flush=True)
+            while True:
+                time.sleep(3600)
+        except Terminated:
+            return 0
+    raise AssertionError("unreachable")
+
+
+def start_daemon(serve_argv: list[str], state_dir: Path, timeout_s: float) -> tuple[Endpoint, Path]:
+    """Run `pilot serve` detached and return its endpoint once ready (or raise with its log)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "serve.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dgaas_flow", "pilot", "serve", *serve_argv],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    path = state_dir / f"dgaas-{os.uname().nodename}-{proc.pid}.json"
+    deadline = time.monotonic() + timeout_s + 10
+    while time.monotonic() < deadline:
+        if path.exists():
+            endpoint = Endpoint.read(path)
+            if endpoint.state == "ready":
+                return endpoint, path
+            if endpoint.state == "failed":
+                break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    _terminate_pid(proc.pid)
+    raise PilotError(f"the pilot did not become ready; {log}:\n{log_tail(log)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _terminate_pid(pid: int, grace_s: float = 30.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def status(state_dir: Path) -> list[dict]:
+    rows = []
+    for e in read_registry(state_dir):
+        row = json.loads(e.model_dump_json())
+        row["running"] = _alive(e.supervisor_pid) and e.state not in ("stopped", "failed")
+        rows.append(row)
+    return rows
+
+
+def stop_all(state_dir: Path) -> int:
+    """Stop every pilot recorded in state_dir; returns how many were running."""
+    stopped = 0
+    for path in sorted(state_dir.glob("*.json")):
+        endpoint = Endpoint.read(path)
+        if _alive(endpoint.supervisor_pid) and endpoint.state not in ("stopped", "failed"):
+            _terminate_pid(endpoint.supervisor_pid)
+            stopped += 1
+        path.unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,266 @@
+"""The pilot: one Triton server per node, started, watched, restarted and stopped.
+
+One thread owns the server process from spawn to stop. The server runs in its own session (so
+its Python-backend stubs are stopped together with it) and receives SIGTERM if that thread dies
+(PR_SET_PDEATHSIG), so a killed pilot never leaves an orphaned server behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from dgaas_flow.errors import PilotError
+from dgaas_flow.pilot.endpoint import Endpoint
+from dgaas_flow.pilot.launch import LaunchPlan, Ports, plan_launch, require_tool
+from dgaas_flow.pilot.ports import free_ports
+from dgaas_flow.spec import TritonSettings
+
+STOP_GRACE_S = 8.0
+POLL_S = 0.2
+
+
+class PilotConfig(BaseModel):
+    """Everything a pilot needs, as one JSON file a batch job can read on its node."""
+
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    repository: Path
+    models: list[str] = Field(default_factory=list)
+    registry: Path | None = Field(None, description="folder the endpoint file is published into")
+    log_dir: Path
+
+
+def detect_gpus(environ: os._Environ | dict[str, str] = os.environ) -> list[str]:
+    """GPUs the batch system gave this job: CUDA_VISIBLE_DEVICES (SLURM and HTCondor set it),
+    else SLURM_JOB_GPUS, else HTCondor's _CONDOR_AssignedGPUs."""
+    for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "_CONDOR_AssignedGPUs"):
+        value = environ.get(var, "").strip()
+        if value and value not in ("-1", "NoDevFiles"):
+            return [g.strip() for g in value.split(",") if g.strip()]
+    return []
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Pilot:
+    def __init__(self, config: PilotConfig, block: str | None = None, gpus: list[str] | None = None):
+        self.config = config
+        self.gpus = detect_gpus() if gpus is None else gpus
+        host = socket.gethostname()
+        self.name = f"dgaas-{host}-{os.getpid()}"
+        self.log_file = config.log_dir / f"{self.name}.log"
+        self.endpoint_file = config.registry / f"{self.name}.json" if config.registry else None
+        settings = config.triton
+        ports = Ports(*free_ports(3, settings.listen))
+        self.plan: LaunchPlan = plan_launch(
+            settings, config.repository, config.models, ports, self.gpus, self.name
+        )
+        if settings.launch != "binary":
+            require_tool(self.plan, settings.launch)
+        advertised = "127.0.0.1" if settings.listen in ("127.0.0.1", "localhost") else host
+        if settings.listen not in ("0.0.0.0", "127.0.0.1", "localhost"):
+            advertised = settings.listen
+        self.probe_url = f"http://{'127.0.0.1' if settings.listen == '0.0.0.0' else advertised}:{ports.http}"
+        self.endpoint = Endpoint(
+            http_url=f"http://{advertised}:{ports.http}",
+            grpc_url=f"grpc://{advertised}:{ports.grpc}",
+            metrics_url=f"http://{advertised}:{ports.metrics}/metrics",
+            models=list(config.models),
+            gpus=self.gpus,
+            block=block,
+            launch=settings.launch,
+            log=str(self.log_file),
+        )
+        self._proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: PilotError | None = None
+        self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
+
+    # ---------------------------------------------------------------- public API
+
+    def start(self) -> Endpoint:
+        """Start the server and return once it is ready; raise PilotError with the log's tail."""
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        self._publish()
+        self._thread.start()
+        while not self._ready.wait(POLL_S):
+            if not self._thread.is_alive():
+                break
+        if self._error:
+            raise self._error
+        return self.endpoint
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        elif self._thread.ident is None:
+            self._set_state("stopped")
+
+    def __enter__(self) -> Pilot:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def server_pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # ---------------------------------------------------------------- the owning thread
+
+    def _own_server(self) -> None:
+        try:
+            self._spawn_until_ready()
+        except PilotError as exc:
+            self._error = exc
+            self.endpoint.error = str(exc)
+            self._terminate()
+            self._set_state("stopped" if self._stop.is_set() else "failed")
+            return
+        self._set_state("ready")
+        self._ready.set()
+        try:
+            self._supervise()
+        finally:
+            self._terminate()
+            self._set_state("stopped")
+
+    def _supervise(self) -> None:
+        """Restart a server that died, up to max_restarts times; then give up and say so."""
+        while not self._stop.wait(POLL_S):
+            if self._proc is None or self._proc.poll() is None:
+                continue
+            if self.endpoint.restarts >= self.config.triton.max_restarts:
+                self._log(f"server exited ({self._proc.returncode}); restart limit reached")
+                self.endpoint.error = (f"tritonserver died {self.endpoint.restarts + 1} times "
+                                       f"(triton.max_restarts {self.config.triton.max_restarts}); "
+                                       f"log {self.log_file}:\n{log_tail(self.log_file)}")
+                self._set_state("failed")
+                self._stop.wait()
+                return
+            self._log(f"server exited ({self._proc.returncode}); restarting")
+            self.endpoint.restarts += 1
+            self._set_state("restarting")
+            try:
+                self._spawn_until_ready()
+            except PilotError as exc:
+                self._log(str(exc))
+                continue
+            self._set_state("ready")
+
+    def _spawn_until_ready(self) -> None:
+        plan = self.plan
+        self._terminate()
+        if plan.before:
+            self._run_step(plan.before)
+        env = {**os.environ, **plan.env}
+        with open(self.log_file, "ab") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    plan.run, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise PilotError(f"cannot start {plan.run[0]}: {exc}") from None
+        self.endpoint.pid = self._proc.pid
+        deadline = time.monotonic() + self.config.triton.ready_timeout_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if self._proc.poll() is not None:
+                raise PilotError(
+                    f"tritonserver exited with status {self._proc.returncode} before it was ready; "
+                    f"log {self.log_file}:\n{log_tail(self.log_file)}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(POLL_S)
+        if self._stop.is_set():
+            raise PilotError("stopped while starting")
+        raise PilotError(
+            f"tritonserver not ready after {self.config.triton.ready_timeout_s:.0f} s "
+            f"(triton.ready_timeout_s); log {self.log_file}:\n{log_tail(self.log_file)}"
+        )
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.probe_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _terminate(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self._signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        if proc is not None:
+            self._reap_group(proc.pid)
+        if self.plan.after and proc is not None:
+            self._run_step(self.plan.after, check=False)
+        self._proc = None
+
+    @classmethod
+    def _reap_group(cls, pgid: int) -> None:
+        """Give the backend stubs a moment to release their shared memory, then kill stragglers."""
+        deadline = time.monotonic() + STOP_GRACE_S / 2
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def _run_step(self, argv: list[str], check: bool = True) -> None:
+        with open(self.log_file, "ab") as log:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        if check and result.returncode != 0:
+            raise PilotError(
+                f"`{' '.join(argv)}` failed with status {result.returncode}; log {self.log_file}:\n"
+                f"{log_tail(self.log_file)}"
+            )
+
+    def _set_state(self, state: str) -> None:
+        self.endpoint.state = state  # type: ignore[assignment]
+        self._publish()
+
+    def _publish(self) -> None:
+        if self.endpoint_file is not None:
+            self.endpoint.write(self.endpoint_file)
+
+    def _log(self, message: str) -> None:
+        with open(self.log_file, "a") as log:
+            log.write(f"[dgaas-flow pilot {time.strftime('%H:%M:%S')}] {message}\n")

@@ -1,0 +1,157 @@
+"""The Parsl app: infer one chunk of input items against the node's Triton server.
+
+The app never raises for an item's own problem (an unreadable file, a wrong shape, a request
+that failed every retry): each item comes back as exactly one result or one error. It raises
+only when its worker is lost, and then Parsl retries the whole chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from parsl import python_app
+
+from dgaas_flow.client import RETRYABLE, ModelInfo, TensorInfo, backoff, cached_client, drop_client
+from dgaas_flow.pilot.discovery import resolve_endpoint
+
+Item = tuple[str, str]  # (item id, file path)
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """What every task of a campaign needs to know; small, so it travels with each task."""
+
+    model: str
+    version: str = ""
+    input_tensor: str | None = None
+    output_tensor: str | None = None
+    top_k: int = 1
+    format: str = "image"
+    protocol: str = "http"
+    timeout_s: float = 30.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    batch_size: int | None = None
+    server_url: str | None = None
+
+    @classmethod
+    def from_workflow(cls, wf: Any) -> InferRequest:
+        return cls(
+            model=wf.model.name, version=wf.model.version, input_tensor=wf.inputs.tensor,
+            output_tensor=wf.outputs.tensor, top_k=wf.outputs.top_k, format=wf.inputs.format,
+            protocol=wf.client.protocol, timeout_s=wf.client.timeout_s, retries=wf.client.retries,
+            backoff_s=wf.client.backoff_s, batch_size=wf.client.batch_size, server_url=wf.server.url,
+        )
+
+
+def read_item(path: str, fmt: str) -> np.ndarray:
+    if fmt == "npy":
+        return np.load(path, allow_pickle=False)
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img)
+
+
+def _as_input(array: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if not info.accepts(array.shape):
+        raise ValueError(f"shape {list(array.shape)} does not fit model input {info.name} {list(info.shape)}")
+    return array.astype(info.dtype, copy=False)
+
+
+def _decode(row: np.ndarray, top_k: int) -> dict[str, Any]:
+    if top_k == 0:
+        return {"output": row.tolist()}
+    classes = []
+    for entry in row.reshape(-1)[:top_k]:
+        text = entry.decode() if isinstance(entry, bytes) else str(entry)
+        score, index, *label = text.split(":", 2)
+        classes.append((label[0] if label else index, float(score)))
+    result: dict[str, Any] = {"prediction": classes[0][0], "score": classes[0][1]}
+    if top_k > 1:
+        result["top"] = [list(c) for c in classes]
+    return result
+
+
+class _Session:
+    """One task's view of its server: follows the endpoint across retries and restarts."""
+
+    def __init__(self, req: InferRequest):
+        self.req = req
+        self.url: str | None = None
+
+    def connect(self):
+        endpoint = resolve_endpoint(self.req.server_url)
+        url = endpoint.url(self.req.protocol)
+        if url is None:
+            raise ValueError(f"the server found offers no {self.req.protocol} endpoint; "
+                             f"set client.protocol to the other one")
+        self.url = url
+        return cached_client(url, self.req.protocol, self.req.timeout_s)
+
+    def call(self, fn):
+        """Run fn(client), retrying transport failures with backoff and a fresh connection."""
+        for attempt in range(self.req.retries + 1):
+            client = self.connect()
+            try:
+                return fn(client)
+            except RETRYABLE:
+                drop_client(client.url, client.protocol)
+                if attempt == self.req.retries:
+                    raise
+                backoff(attempt, self.req.backoff_s)
+        raise AssertionError("unreachable")
+
+
+def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
+    """Infer a chunk in-process: one entry per item, in order, plus per-request latencies."""
+    session = _Session(req)
+    results: dict[str, dict[str, Any]] = {}
+    latencies: list[float] = []
+    try:
+        info: ModelInfo = session.call(lambda c: c.model_info(req.model, req.version))
+        input_info = info.input(req.input_tensor)
+        output = info.output(req.output_tensor).name
+    except Exception as exc:  # noqa: BLE001 - every item must get a recorded error, never vanish
+        message = f"{type(exc).__name__}: {exc}"
+        return {"results": [_error(i, message, session.url) for i, _ in items], "latencies_ms": []}
+
+    ready: list[tuple[str, np.ndarray]] = []
+    for item_id, path in items:
+        try:
+            ready.append((item_id, _as_input(read_item(path, req.format), input_info)))
+        except Exception as exc:  # noqa: BLE001 - corrupt or unreadable input is the item's error
+            results[item_id] = _error(item_id, f"cannot read {path}: {exc}", None)
+
+    batched = info.max_batch_size > 0
+    size = min(req.batch_size or info.max_batch_size, info.max_batch_size) if batched else 1
+    for start in range(0, len(ready), size):
+        group = ready[start:start + size]
+        batch = np.stack([a for _, a in group]) if batched else group[0][1]
+        t0 = time.perf_counter()
+        try:
+            out = session.call(
+                lambda c, b=batch: c.infer(req.model, req.version, b, input_info, output, req.top_k)
+            )
+        except Exception as exc:  # noqa: BLE001
+            for item_id, _ in group:
+                results[item_id] = _error(item_id, f"{type(exc).__name__}: {exc}", session.url)
+            continue
+        ms = (time.perf_counter() - t0) * 1000.0
+        latencies.append(ms)
+        rows = out if batched else out[None]
+        for (item_id, _), row in zip(group, rows, strict=True):
+            results[item_id] = {"id": item_id, "ok": True, **_decode(row, req.top_k),
+                                "pilot": session.url, "latency_ms": round(ms, 3)}
+    return {"results": [results[i] for i, _ in items], "latencies_ms": latencies}
+
+
+def _error(item_id: str, message: str, pilot: str | None) -> dict[str, Any]:
+    return {"id": item_id, "ok": False, "error": message, "pilot": pilot}
+
+
+infer_chunk = python_app(infer_items)
+infer_chunk.__doc__ = """Parsl app of `infer_items`: `infer_chunk(items, request)` returns an AppFuture."""
