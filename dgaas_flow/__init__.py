@@ -6,17 +6,30 @@ Python API::
     summary = run_campaign(load_workflow("workflows/digits/workflow.yaml"))
 
 For your own Parsl scripts, `infer_chunk(items, request)` is the Parsl app and `infer_items` the
-same function in-process.
+same function in-process. Names are imported on first use, so `dgaas-flow validate` and other
+light commands start without loading Parsl and tritonclient.
 """
 
-from dgaas_flow.campaign import format_summary, run_campaign
-from dgaas_flow.errors import PilotError, UserError
-from dgaas_flow.pilot.discovery import resolve_endpoint
-from dgaas_flow.pilot.supervisor import Pilot, PilotConfig
-from dgaas_flow.spec import load_workflow
-from dgaas_flow.tasks import InferRequest, infer_chunk, infer_items
+from importlib import import_module
 
-__all__ = [
-    "InferRequest", "Pilot", "PilotConfig", "PilotError", "UserError", "format_summary", "infer_chunk",
-    "infer_items", "load_workflow", "resolve_endpoint", "run_campaign",
-]
+_EXPORTS = {
+    "load_workflow": "dgaas_flow.spec",
+    "run_campaign": "dgaas_flow.campaign",
+    "format_summary": "dgaas_flow.campaign",
+    "infer_chunk": "dgaas_flow.tasks",
+    "infer_items": "dgaas_flow.tasks",
+    "InferRequest": "dgaas_flow.tasks",
+    "Pilot": "dgaas_flow.pilot.supervisor",
+    "PilotConfig": "dgaas_flow.pilot.supervisor",
+    "resolve_endpoint": "dgaas_flow.pilot.discovery",
+    "UserError": "dgaas_flow.errors",
+    "PilotError": "dgaas_flow.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dgaas_flow' has no attribute {name!r}")

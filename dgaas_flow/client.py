@@ -25,7 +25,9 @@ class TensorInfo:
         return np.dtype(triton_to_np_dtype(self.datatype))
 
     def accepts(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.shape) and all(d in (-1, s) for d, s in zip(self.shape, shape, strict=True))
+        if len(shape) != len(self.shape):
+            return False
+        return all(d in (-1, s) for d, s in zip(self.shape, shape, strict=True))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # variables used by start.sh / stop.sh
 # Shared by start.sh and stop.sh (sourced, not run). See README.md.
 #
 # Layout under $DGAAS_HTCONDOR_DIR (default /var/lib/dgaas-htcondor):
@@ -68,8 +68,8 @@ mounts_under() {
 }
 
 unmount_under() {
-    local top=$1 mp i
-    for i in 1 2 3; do
+    local top=$1 mp _
+    for _ in 1 2 3; do
         while read -r mp; do
             [ -n "$mp" ] || continue
             umount "$mp" 2> /dev/null || umount -l "$mp" 2> /dev/null || true
@@ -125,20 +125,28 @@ wait_gone() { # wait_gone SECONDS: until no pool process is left
 pool_stop() {
     local pid rm_ok=0
     if pid=$(master_pid); then
-        if in_pool 20 condor_rm -all > /dev/null 2>&1 \
-            && in_pool 20 condor_rm -all -forcex > /dev/null 2>&1; then
+        if in_pool 20 condor_rm -all > /dev/null 2>&1; then
             rm_ok=1
+            # purge removed jobs kept by leave_in_queue (Parsl sets it); 1 if none is left
+            in_pool 20 condor_rm -all -forcex > /dev/null 2>&1 || true
         fi
         kill -TERM "$pid" 2> /dev/null || true
         local deadline=$((SECONDS + 20))
         while pid_alive "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
         pid_alive "$pid" && kill -QUIT "$pid" 2> /dev/null || true
     fi
+    local master
+    master=$(cat "$PIDFILE" 2> /dev/null) || true
     if [ -n "$(pool_pids)" ]; then
         pool_pids | xargs -r kill -TERM 2> /dev/null || true
         wait_gone 10 || { pool_pids | xargs -r kill -KILL 2> /dev/null || true; }
         wait_gone 10 || die "processes left behind: $(pool_pids | tr '\n' ' ')"
     fi
+    # The master's parent (PID 1 once start.sh has exited) reaps it a little later;
+    # wait (not fatal) so that pgrep shows nothing when stop returns.
+    local deadline=$((SECONDS + 10))
+    while [ -n "$master" ] && [ -e "/proc/$master" ] && [ $SECONDS -lt $deadline ] \
+        && [ "$(cat "/proc/$master/comm" 2> /dev/null)" = condor_master ]; do sleep 0.2; done
     rm -f "$PIDFILE"
     # If the schedd could not be asked to remove the jobs, drop its queue so that no
     # job comes back on the next start (cluster ids then restart at 1).

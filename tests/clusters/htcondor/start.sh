@@ -172,6 +172,9 @@ ALLOW_NEGOTIATOR = $POOL_USER@\$(UID_DOMAIN) condor@\$(UID_DOMAIN)
 ALLOW_ADMINISTRATOR = $POOL_USER@\$(UID_DOMAIN) root@\$(UID_DOMAIN) condor@\$(UID_DOMAIN)
 CONDOR_Q_ONLY_MY_JOBS = False
 
+# No core dumps in the log directory (a starter orphaned by a killed master dumps one).
+CREATE_CORE_FILES = False
+
 # No cgroups (unprivileged, no systemd).
 BASE_CGROUP =
 CGROUP_MEMORY_LIMIT_POLICY = none
@@ -271,6 +274,7 @@ $BINDS"
 
 report() {
     local version nstartd ngpus
+    # shellcheck disable=SC2016
     version=$(q condor_version | sed -n 's/^\$CondorVersion: \([^ ]*\) .*/\1/p')
     nstartd=$(startd_names | wc -l)
     ngpus=$(q condor_status -constraint 'PartitionableSlot =?= True' -af TotalSlotGPUs \
@@ -367,8 +371,10 @@ until [ -n "$(startd_names)" ]; do
 done
 
 # IDTOKEN for host-side clients, and their config (with the schedd's real name).
-q condor_token_create -identity "$POOL_USER@$DOMAIN" > "$TOKENS/$POOL_USER.new" \
-    && [ -s "$TOKENS/$POOL_USER.new" ] || fail_with_log "condor_token_create failed"
+if ! q condor_token_create -identity "$POOL_USER@$DOMAIN" > "$TOKENS/$POOL_USER.new" \
+    || ! [ -s "$TOKENS/$POOL_USER.new" ]; then
+    fail_with_log "condor_token_create failed"
+fi
 chmod 600 "$TOKENS/$POOL_USER.new" && mv "$TOKENS/$POOL_USER.new" "$TOKENS/$POOL_USER"
 schedd_name=$(q condor_status -schedd -af Name | head -1)
 [ -n "$schedd_name" ] || fail_with_log "the schedd is not in the collector" SchedLog

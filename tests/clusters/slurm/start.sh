@@ -123,13 +123,11 @@ MailProg=/bin/true
 GresTypes=gpu
 # Fast turnaround for tests.
 KillWait=5
-MessageTimeout=10
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0
 Waittime=0
 MinJobAge=300
-UnkillableStepTimeout=30
 # One node, 2 fake GPUs (gres.conf); both partitions share it.
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$NCPU RealMemory=$(mem_mb) Gres=gpu:$NGPU State=UNKNOWN
 PartitionName=${PARTITIONS[0]} Nodes=$NODE Default=YES MaxTime=INFINITE OverSubscribe=FORCE:2 State=UP
@@ -162,7 +160,7 @@ config_current() {
 # ---------------------------------------------------------------- fast path
 have_tools() {
     local t
-    for t in munged munge unmunge slurmctld slurmd scontrol sinfo sbatch squeue scancel srun; do
+    for t in pgrep munged munge unmunge slurmctld slurmd scontrol sinfo sbatch squeue scancel srun; do
         command -v "$t" >/dev/null 2>&1 || return 1
     done
 }
@@ -179,6 +177,7 @@ fi
 # ---------------------------------------------------------------- packages
 install_packages() {
     local pkgs=(munge slurmctld slurmd slurm-client) added_policy=
+    command -v pgrep >/dev/null 2>&1 || pkgs+=(procps)
     export DEBIAN_FRONTEND=noninteractive
     # Never let apt start the services itself (they would clash with ours).
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
@@ -207,6 +206,12 @@ VERSION=$(slurm_version)
 case $VERSION in
     1[0-9].* | 20.* | 21.*) die "SLURM $VERSION is too old (need >= 22.05)" ;;
 esac
+
+# srun/salloc tell slurmctld their host by name: if it does not resolve, every srun
+# hangs ~10 s at its end (seen with SLURM 24.11 in a chroot without /etc/hosts).
+if ! getent hosts "$(hostname)" >/dev/null 2>&1; then
+    msg "WARNING: hostname '$(hostname)' does not resolve; srun will be slow (add it to /etc/hosts)"
+fi
 
 # ---------------------------------------------------------------- files
 mkdir -p "$DIR"/{state,spool/slurmd,log,run,munge,dev} "$CONF_DIR"
@@ -317,5 +322,13 @@ if ! wait_for 30 node_ready; then
     die "node $NODE is '$(node_state)' instead of idle after 30 s ${reason:+($reason)}" \
         "$DIR/log/slurmd.log" "$DIR/log/slurmctld.log"
 fi
+
+# slurmctld runs its first scheduling cycle ~3 s after it starts; jobs submitted before wait
+# for it. Wait for it here so the first test job starts at once.
+sched_ran() {
+    sdiag 2>/dev/null | awk '/^Main schedule statistics/ {m = 1}
+        m && /Total cycles:/ {n = $3; exit} END {exit !(n > 0)}'
+}
+wait_for 15 sched_ran || msg "WARNING: no scheduling cycle within 15 s of start (sdiag)"
 
 summary

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv with dgaas-flow, the Triton server wheel, the example's and the tests' packages.
+# Idempotent: a second run only checks that everything is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "dgaas-flow needs Python >= 3.11; '$PY' is $("$PY" -V 2>&1). Set PYTHON=/path/to/python3.11+" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,examples]"
+echo "setup: .venv ready ($(.venv/bin/python -V), $(.venv/bin/dgaas-flow --help >/dev/null && echo dgaas-flow ok))"

@@ -1,0 +1,63 @@
+"""Shared fixtures: the prepared digits example, a real Triton pilot, CLI runs, and a final check
+that the suite left no tritonserver or Parsl worker running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "workflows" / "digits"
+WORKFLOW = DIGITS / "workflow.yaml"
+STRAY_NAMES = ("tritonserver", "triton_python_backend_stub", "process_worker_pool", "interchange.py")
+
+
+def stray_processes() -> list[str]:
+    """Servers and workers whose command line mentions this checkout's model repositories or runs."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+        except psutil.Error:
+            continue
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+            continue
+        if any(name in cmd for name in STRAY_NAMES):
+            found.append(f"{proc.pid}: {cmd[:160]}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_strays_left():
+    before = set(stray_processes())
+    yield
+    import time
+
+    deadline = time.monotonic() + 30
+    left = [p for p in stray_processes() if p not in before]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = [p for p in stray_processes() if p not in before]
+    assert not left, "the test suite left processes running:\n" + "\n".join(left)
+
+
+@pytest.fixture(scope="session")
+def digits_data() -> Path:
+    """Train the example model and write its images once per session (about 5 s)."""
+    weights = DIGITS / "model_repository" / "digits" / "1" / "weights.npz"
+    if not (weights.exists() and (DIGITS / "data" / "heldout.txt").exists()):
+        subprocess.run([sys.executable, str(DIGITS / "prepare.py")], check=True)
+    return DIGITS / "data"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
+    """Run `dgaas-flow` as a user does: a separate process, exit status and output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "dgaas_flow", *map(str, args)], capture_output=True, text=True,
+        cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout,
+    )

@@ -1,0 +1,28 @@
+"""Provider profiles become Parsl configs whose worker pools run under the pilot wrapper."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from parsl.providers import LocalProvider
+
+from dgaas_flow.config import make_config, pilot_launch_cmd, worker_init
+from dgaas_flow.spec import LocalProviderSpec
+
+
+def test_local_provider_wraps_the_worker_pool_in_one_pilot_per_block(tmp_path: Path):
+    spec = LocalProviderSpec(kind="local", workers_per_node=3, worker_init="module load x")
+    config = make_config(spec, tmp_path / "parsl", tmp_path / "pilot.json", retries=2)
+    (executor,) = config.executors
+    assert isinstance(executor.provider, LocalProvider)
+    assert executor.max_workers_per_node == 3 and config.retries == 2
+    assert executor.launch_cmd.startswith(f"{sys.executable} -m dgaas_flow pilot wrap --config {tmp_path}/pilot.json")
+    # formatted twice by the executor: at start, then per block
+    assert " --block {{block_id}} -- process_worker_pool.py " in executor.launch_cmd
+    assert worker_init(spec).splitlines() == [f'export PATH={Path(sys.executable).parent}:"$PATH"', "module load x"]
+
+
+def test_without_a_pilot_config_the_worker_pool_runs_bare(tmp_path: Path):
+    spec = LocalProviderSpec(kind="local")
+    assert pilot_launch_cmd(spec, None).startswith("process_worker_pool.py")
