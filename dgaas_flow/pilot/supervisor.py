@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,11 +57,17 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def log_tail(path: Path, lines: int = 25) -> str:
+_ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|\[dgaas-flow pilot)")
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The server's error lines (Triton prints its model tables after them), else the last lines."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
+    errors = [line for line in text if _ERROR_LINE.match(line)]
+    return "\n".join((errors or text)[-lines:])
 
 
 class Pilot:

@@ -172,6 +172,9 @@ ALLOW_NEGOTIATOR = $POOL_USER@\$(UID_DOMAIN) condor@\$(UID_DOMAIN)
 ALLOW_ADMINISTRATOR = $POOL_USER@\$(UID_DOMAIN) root@\$(UID_DOMAIN) condor@\$(UID_DOMAIN)
 CONDOR_Q_ONLY_MY_JOBS = False
 
+# No obituary mails (there is no mailer).
+MAIL = /bin/true
+
 # No core dumps in the log directory (a starter orphaned by a killed master dumps one).
 CREATE_CORE_FILES = False
 
@@ -345,6 +348,11 @@ if [ -n "$NEWROOT" ]; then
     done <<< "$POOL
 $BINDS"
     printf '%s\n' "$BINDS" > "$BINDS_FILE"
+fi
+
+# Nothing of ours runs now: a listener on 9618 is someone else's (e.g. a system condor).
+if (exec 3<> /dev/tcp/127.0.0.1/9618) 2> /dev/null; then
+    die "127.0.0.1:9618 is already in use by another process: $(ss -ltnp 'sport = :9618' 2> /dev/null | tail -n +2 | tr -s ' ')"
 fi
 
 # condor_master in the foreground of its own session; unshare execs it, so $! is its pid.

@@ -1,0 +1,160 @@
+"""The pilot with the real tritonserver: serving, supervision, standalone daemon, and wrap."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import tritonclient.grpc as grpcclient
+
+from dgaas_flow.errors import PilotError
+from dgaas_flow.pilot.endpoint import Endpoint
+from dgaas_flow.pilot.supervisor import Pilot
+from dgaas_flow.spec import TritonSettings
+from dgaas_flow.tasks import InferRequest, infer_items
+from tests.conftest import DIGITS, run_cli
+
+pytestmark = pytest.mark.integration
+IMAGES = DIGITS / "data" / "images"
+REPO = DIGITS / "model_repository"
+
+
+def some_items(n: int) -> list[tuple[str, str]]:
+    paths = sorted(IMAGES.glob("*/*.png"))[:: 1797 // n][:n]
+    return [(str(p.relative_to(IMAGES)), str(p)) for p in paths]
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def gone(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_pilot_serves_on_loopback_and_publishes_its_endpoint(pilot: Pilot):
+    endpoint = Endpoint.read(pilot.endpoint_file)
+    assert endpoint.state == "ready" and endpoint.pid == pilot.server_pid
+    assert endpoint.http_url.startswith("http://127.0.0.1:") and endpoint.models == ["digits"]
+    listening = {c.laddr.ip for c in psutil.Process(pilot.server_pid).net_connections() if c.status == "LISTEN"}
+    assert listening and all(is_loopback(ip) for ip in listening), listening
+    grpc = grpcclient.InferenceServerClient(endpoint.grpc_url.removeprefix("grpc://"))
+    assert grpc.is_model_ready("digits")
+    grpc.close()
+    for url in (endpoint.http_url, endpoint.grpc_url):
+        out = infer_items(some_items(20), InferRequest(model="digits", server_url=url, protocol=url.split(":")[0]))
+        assert [r["ok"] for r in out["results"]] == [True] * 20
+        assert sum(r["prediction"] == r["id"].split("/")[0] for r in out["results"]) >= 18
+
+
+def test_pilot_restarts_a_killed_server_on_the_same_endpoint(pilot: Pilot):
+    first_pid, url = pilot.server_pid, pilot.endpoint.http_url
+    os.kill(first_pid, signal.SIGKILL)
+    wait_for(lambda: Endpoint.read(pilot.endpoint_file).restarts == 1
+             and Endpoint.read(pilot.endpoint_file).state == "ready", what="a restarted server")
+    assert pilot.server_pid != first_pid and gone(first_pid)
+    out = infer_items(some_items(5), InferRequest(model="digits", server_url=url))
+    assert all(r["ok"] for r in out["results"])
+
+
+def test_pilot_gives_up_after_max_restarts_and_says_why(pilot_config):
+    pilot_config.triton = TritonSettings(max_restarts=1)
+    with Pilot(pilot_config) as pilot:
+        for expected_restarts in (1, 2):
+            pid = pilot.server_pid
+            os.kill(pid, signal.SIGKILL)
+            if expected_restarts == 1:
+                wait_for(lambda: Endpoint.read(pilot.endpoint_file).state == "ready"
+                         and pilot.server_pid != pid, what="the first restart")
+        failed = wait_for(lambda: (e := Endpoint.read(pilot.endpoint_file)).state == "failed" and e,
+                          what="the pilot to give up")
+    assert "triton.max_restarts 1" in failed.error
+
+
+def test_broken_model_repository_fails_fast_with_the_server_log(pilot_config, tmp_path):
+    broken = tmp_path / "repo" / "digits"
+    broken.mkdir(parents=True)
+    (broken / "config.pbtxt").write_text('name: "digits"\nbackend: "python"\nmax_batch_size: "lots"\n')
+    pilot_config.repository = tmp_path / "repo"
+    pilot = Pilot(pilot_config)
+    with pytest.raises(PilotError) as err:
+        pilot.start()
+    pilot.stop()
+    assert "before it was ready" in str(err.value) and "config.pbtxt" in str(err.value)
+    assert Endpoint.read(pilot.endpoint_file).state == "failed"
+    assert gone(Endpoint.read(pilot.endpoint_file).pid)
+
+
+def test_standalone_pilot_start_status_stop(tmp_path, digits_data):
+    state = tmp_path / "state"
+    started = run_cli("pilot", "start", "--model-repository", REPO, "--model", "digits", "--dir", state)
+    assert started.returncode == 0, started.stderr
+    export = next(line for line in started.stdout.splitlines() if line.startswith("export DGAAS_ENDPOINT_FILE="))
+    endpoint_file = export.split("=", 1)[1]
+    try:
+        status = run_cli("pilot", "status", "--dir", state)
+        assert status.returncode == 0 and '"running": true' in status.stdout
+        # a client that knows nothing but the endpoint file (discovery step 4)
+        client = subprocess.run(
+            [sys.executable, "-c", "from dgaas_flow import infer_items, InferRequest; import sys, json;"
+             f"print(json.dumps(infer_items({some_items(3)!r}, InferRequest(model='digits'))))"],
+            env={**os.environ, "DGAAS_ENDPOINT_FILE": endpoint_file}, capture_output=True, text=True)
+        assert client.returncode == 0 and client.stdout.count('"ok": true') == 3, client.stderr
+        server_pid = Endpoint.read(Path(endpoint_file)).pid
+    finally:
+        stopped = run_cli("pilot", "stop", "--dir", state)
+    assert stopped.returncode == 0 and "stopped 1 pilot" in stopped.stdout
+    assert wait_for(lambda: gone(server_pid), what="the server to exit")
+    assert run_cli("pilot", "status", "--dir", state).returncode == 1
+
+
+def test_standalone_start_with_a_missing_model_is_a_user_error(tmp_path, digits_data):
+    result = run_cli("pilot", "start", "--model-repository", REPO, "--model", "nosuch", "--dir", tmp_path)
+    assert result.returncode == 2 and "--model: no model nosuch" in result.stderr
+
+
+def test_wrap_gives_the_command_its_server_then_stops_it(tmp_path, digits_data):
+    probe = ("import os, sys, urllib.request as u; url = os.environ['DGAAS_TRITON_URL'];"
+             "print('URL', url); print('READY', u.urlopen(url + '/v2/health/ready').status); sys.exit(7)")
+    result = run_cli("pilot", "wrap", "--model-repository", REPO, "--model", "digits", "--dir", tmp_path,
+                     "--block", "3", "--", sys.executable, "-c", probe)
+    assert result.returncode == 7, result.stderr  # the command's own exit status
+    assert "READY 200" in result.stdout
+    (endpoint,) = [Endpoint.read(p) for p in tmp_path.glob("*.json")]
+    assert endpoint.state == "stopped" and endpoint.block == "3" and gone(endpoint.pid)
+    assert f"URL {endpoint.http_url}" in result.stdout
+
+
+def test_wrap_stops_server_and_command_on_sigterm(tmp_path, digits_data):
+    proc = subprocess.Popen([sys.executable, "-m", "dgaas_flow", "pilot", "wrap", "--model-repository", REPO,
+                             "--dir", tmp_path, "--", "sleep", "300"], start_new_session=True)
+    endpoint = wait_for(lambda: next((e for p in tmp_path.glob("*.json")
+                                      if (e := Endpoint.read(p)).state == "ready"), None), what="ready")
+    sleeper = [c for c in psutil.Process(proc.pid).children() if c.name() == "sleep"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 143
+    assert gone(endpoint.pid) and all(gone(c.pid) for c in sleeper)
+    assert Endpoint.read(next(tmp_path.glob("*.json"))).state == "stopped"
