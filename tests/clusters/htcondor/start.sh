@@ -384,7 +384,7 @@ if ! q condor_token_create -identity "$POOL_USER@$DOMAIN" > "$TOKENS/$POOL_USER.
     fail_with_log "condor_token_create failed"
 fi
 chmod 600 "$TOKENS/$POOL_USER.new" && mv "$TOKENS/$POOL_USER.new" "$TOKENS/$POOL_USER"
-schedd_name=$(q condor_status -schedd -af Name | head -1)
+schedd_name=$(q condor_status -schedd -af Name | sed -n 1p)
 [ -n "$schedd_name" ] || fail_with_log "the schedd is not in the collector" SchedLog
 host_config "$schedd_name" | write_if_changed "$HOST_CONFIG" || true
 
