@@ -23,6 +23,7 @@ import numpy as np
 import parsl
 
 from dgaas_flow.config import make_config
+from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot.endpoint import read_registry
 from dgaas_flow.pilot.supervisor import PilotConfig
 from dgaas_flow.progress import Progress
@@ -137,9 +138,9 @@ def run_campaign(
     request = InferRequest.from_workflow(wf)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     dfk = parsl.load(make_config(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries))
-    bar = Progress(total, stats.resumed, registry, mode=progress)
+    bar = Progress(total, stats.resumed, mode=progress)
     try:
-        _fan_out(wf, todo, request, results, stats, bar)
+        _fan_out(wf, todo, request, results, stats, bar, PilotWatch(registry))
     finally:
         bar.close()
         results.close()
@@ -151,7 +152,29 @@ def run_campaign(
     return summary
 
 
-def _fan_out(wf, todo, request, results, stats, bar) -> None:
+class PilotWatch:
+    """Reads the pilots' endpoint files at most once a second: how many are ready for the progress
+    display, and a fast, clear failure when every pilot has failed (nothing could ever finish)."""
+
+    def __init__(self, registry: Path, every_s: float = 1.0):
+        self.registry, self.every_s = registry, every_s
+        self.ready = 0
+        self._last = 0.0
+
+    def poll(self) -> int:
+        if time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            endpoints = read_registry(self.registry)
+            self.ready = sum(1 for e in endpoints if e.state == "ready")
+            if endpoints and all(e.state == "failed" for e in endpoints):
+                raise PilotError(
+                    f"every pilot failed ({len(endpoints)}), so no item can be served; the last one said:\n"
+                    f"{endpoints[-1].error}"
+                )
+        return self.ready
+
+
+def _fan_out(wf, todo, request, results, stats, bar, watch: PilotWatch) -> None:
     in_flight: dict[cf.Future, list[InputItem]] = {}
 
     def collect(done_futures) -> None:
@@ -168,18 +191,19 @@ def _fan_out(wf, todo, request, results, stats, bar) -> None:
             stats.failed += failed
             stats.latencies_ms.extend(outcome["latencies_ms"])
             bar.advance(len(records), failed)
+            bar.refresh(watch.poll())
 
     limit = wf.in_flight_limit()
     while chunk := list(islice(todo, wf.chunk_size)):
         while len(in_flight) >= limit:
             done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
             collect(done)
-            bar.refresh()
+            bar.refresh(watch.poll())
         in_flight[infer_chunk([(i.id, i.path) for i in chunk], request)] = chunk
     while in_flight:
         done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
         collect(done)
-        bar.refresh()
+        bar.refresh(watch.poll())
 
 
 def _wait_for_pilots(registry: Path) -> None:

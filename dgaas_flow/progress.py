@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
-from dgaas_flow.pilot.endpoint import read_registry
-
 LOG_EVERY_S = 5.0
-PILOT_POLL_S = 1.0
 
 
 class Progress:
-    def __init__(self, total: int, done: int, registry: Path, mode: str = "auto"):
+    def __init__(self, total: int, done: int, mode: str = "auto"):
         """mode: auto (bar on a terminal, else log lines), bar, log, or quiet."""
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "log"
         self.mode, self.total, self.done, self.failed = mode, total, done, 0
-        self.registry = registry
         self.started = time.monotonic()
         self._run_items = 0
         self._last_log = 0.0
-        self._last_poll = 0.0
         self.pilots = 0
         self._bar: RichProgress | None = None
         if mode == "bar":
@@ -40,12 +34,6 @@ class Progress:
             )
             self._bar.start()
 
-    def _poll_pilots(self) -> None:
-        now = time.monotonic()
-        if now - self._last_poll >= PILOT_POLL_S:
-            self._last_poll = now
-            self.pilots = sum(1 for e in read_registry(self.registry) if e.state == "ready")
-
     @property
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -55,10 +43,10 @@ class Progress:
         self.done += items
         self._run_items += items
         self.failed += failed
-        self.refresh()
+        self.refresh(self.pilots)
 
-    def refresh(self) -> None:
-        self._poll_pilots()
+    def refresh(self, pilots_ready: int) -> None:
+        self.pilots = pilots_ready
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done, rate=self.rate, failed=self.failed,
                              pilots=self.pilots)
@@ -72,8 +60,7 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
-            self.refresh()
+            self.refresh(self.pilots)
             self._bar.stop()
         elif self.mode == "log":
-            self._poll_pilots()
             self._line()

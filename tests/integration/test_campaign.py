@@ -116,3 +116,18 @@ def test_grpc_campaign_with_two_workers_sharing_one_pilot(tmp_path, digits_data)
     (pilot,) = summary["pilots"]
     assert pilot["items"] == 400
     assert all(r["pilot"] == pilot["grpc"] for r in read_results(tmp_path / "run"))
+
+
+def test_a_pilot_that_cannot_start_fails_the_campaign_fast_and_clearly(tmp_path, digits_data):
+    repo = tmp_path / "wf" / "model_repository" / "digits"
+    repo.mkdir(parents=True)
+    (repo / "config.pbtxt").write_text('name: "digits"\nbackend: "python"\nmax_batch_size: "lots"\n')
+    (tmp_path / "wf" / "data").mkdir()
+    (tmp_path / "wf" / "data" / "images").symlink_to(digits_data / "images")
+    (tmp_path / "wf" / "workflow.yaml").write_text(WORKFLOW.read_text())
+    started = time.monotonic()
+    result = run_cli("run", tmp_path / "wf" / "workflow.yaml", "--out", tmp_path / "run", "--progress", "quiet")
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 90
+    assert "every pilot failed" in result.stderr and 'Expected integer, got: "lots"' in result.stderr
+    assert "Traceback" not in result.stderr
