@@ -193,17 +193,17 @@ def _fan_out(wf, todo, request, results, stats, bar, watch: PilotWatch) -> None:
             bar.advance(len(records), failed)
             bar.refresh(watch.poll())
 
-    limit = wf.in_flight_limit()
-    while chunk := list(islice(todo, wf.chunk_size)):
-        while len(in_flight) >= limit:
+    def wait_while(condition) -> None:
+        while condition():
             done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
             collect(done)
             bar.refresh(watch.poll())
+
+    limit = wf.in_flight_limit()
+    while chunk := list(islice(todo, wf.chunk_size)):
+        wait_while(lambda: len(in_flight) >= limit)
         in_flight[infer_chunk([(i.id, i.path) for i in chunk], request)] = chunk
-    while in_flight:
-        done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
-        collect(done)
-        bar.refresh(watch.poll())
+    wait_while(lambda: bool(in_flight))
 
 
 def _wait_for_pilots(registry: Path) -> None:
