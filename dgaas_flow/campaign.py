@@ -116,7 +116,7 @@ def _lost_chunk(chunk: list[InputItem], exc: BaseException) -> dict[str, Any]:
 
 
 def run_campaign(
-    wf: Workflow, out: Path | None = None, limit: int | None = None, progress: str = "auto"
+    wf: Workflow, out: str | Path | None = None, limit: int | None = None, progress: str = "auto"
 ) -> dict[str, Any]:
     """Run a workflow to completion and return its summary (also written to summary.json)."""
     out_dir = wf.out_dir(out)

@@ -197,8 +197,8 @@ class Workflow(Strict):
         p = self.provider
         return self.max_in_flight or 2 * p.workers_per_node * p.nodes_per_block * p.max_blocks
 
-    def out_dir(self, override: Path | None = None) -> Path:
-        return (override or self.outputs.dir or Path("runs") / self.name).resolve()
+    def out_dir(self, override: str | Path | None = None) -> Path:
+        return Path(override or self.outputs.dir or Path("runs") / self.name).resolve()
 
 
 # --------------------------------------------------------------------------------------------
