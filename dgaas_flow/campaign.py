@@ -115,6 +115,11 @@ def _lost_chunk(chunk: list[InputItem], exc: BaseException) -> dict[str, Any]:
             "latencies_ms": []}
 
 
+def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:
+    """Where the blocks' pilots read their settings; None where the glidein starts the pilot."""
+    return None if wf.provider.kind == "glideinwms" else out_dir / "pilot.json"
+
+
 def run_campaign(
     wf: Workflow, out: str | Path | None = None, limit: int | None = None, progress: str = "auto"
 ) -> dict[str, Any]:
@@ -123,9 +128,8 @@ def run_campaign(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "workflow.json").write_text(wf.model_dump_json(indent=2))
     registry = out_dir / "pilots"
-    pilot_config = None
-    if wf.provider.kind != "glideinwms":
-        pilot_config = out_dir / "pilot.json"
+    pilot_config = pilot_config_path(wf, out_dir)
+    if pilot_config is not None:
         pilot_config.write_text(PilotConfig(
             triton=wf.triton, repository=wf.model.repository, models=[wf.model.name],
             registry=registry, log_dir=out_dir / "logs",
@@ -240,7 +244,8 @@ def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[
     for e in read_registry(out_dir / "pilots"):
         served = per_pilot.pop(e.http_url or "", 0) + per_pilot.pop(e.grpc_url or "", 0)
         pilots.append({"endpoint": e.http_url, "grpc": e.grpc_url, "host": e.host, "block": e.block,
-                       "gpus": e.gpus, "restarts": e.restarts, "state": e.state, "items": served})
+                       "batch_job": e.batch_job, "gpus": e.gpus, "restarts": e.restarts, "state": e.state,
+                       "items": served})
     pilots += [{"endpoint": url, "items": n} for url, n in per_pilot.items()]
     summary: dict[str, Any] = {
         "workflow": wf.name,

@@ -27,6 +27,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary["items_failed"] == 0 else 1
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    from dgaas_flow.campaign import pilot_config_path
+    from dgaas_flow.config import render_batch_script
+    from dgaas_flow.spec import load_workflow
+
+    wf = load_workflow(args.workflow, provider=args.provider)
+    out_dir = wf.out_dir(args.out)
+    print(render_batch_script(wf.provider, pilot_config_path(wf, out_dir), out_dir / "parsl"), end="")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from dgaas_flow.spec import validate_file
 
@@ -159,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("render", help="print the batch script one block would submit (nothing is submitted)")
+    p.add_argument("workflow")
+    p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
+    p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")
+    p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("validate", help="check workflow and provider files")
     p.add_argument("files", nargs="+")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from parsl.config import Config
@@ -68,7 +69,7 @@ def make_provider(spec: ProviderBase) -> ExecutionProvider:
         return SlurmProvider(
             partition=spec.partition, account=spec.account, walltime=spec.walltime,
             exclusive=spec.exclusive, scheduler_options=slurm_scheduler_options(spec),
-            launcher=launcher, cmd_timeout=30, **common,
+            mem_per_node=spec.mem_per_node_gb, launcher=launcher, cmd_timeout=30, **common,
         )
     raise UserError(f"provider {spec.name}: kind {spec.kind!r} cannot run campaigns in this version")
 
@@ -81,10 +82,49 @@ def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, re
         max_workers_per_node=spec.workers_per_node,
         cores_per_worker=spec.cores_per_worker,
         launch_cmd=pilot_launch_cmd(spec, pilot_config),
-        heartbeat_period=5,
-        heartbeat_threshold=30,
+        heartbeat_period=max(1, spec.heartbeat_threshold_s // 5),
+        heartbeat_threshold=spec.heartbeat_threshold_s,
     )
     return Config(
         executors=[executor], run_dir=str(run_dir), retries=retries,
         strategy_period=spec.strategy_period_s, usage_tracking=0,
     )
+
+
+def _placeholders(command: str, known: dict[str, object]) -> str:
+    """Fill the executor's launch command the way it will be at run time; values only known then
+    (interchange address and ports) are shown as <name>."""
+
+    class Missing(dict):
+        def __missing__(self, key: str) -> str:
+            return f"<{key}>"
+
+    once = command.format_map(Missing(known))
+    return once.format_map(Missing(known))
+
+
+def render_batch_script(spec: ProviderBase, pilot_config: Path, run_dir: Path) -> str:
+    """The exact script Parsl's provider would submit for one block, without submitting it: the
+    provider's own submit() runs with its scheduler command captured instead of executed."""
+    if isinstance(spec, LocalProviderSpec):
+        raise UserError("render: the local provider submits no batch script; choose a slurm or htcondor one")
+    provider = make_provider(spec)
+    command = _placeholders(pilot_launch_cmd(spec, pilot_config), {
+        "debug": "", "max_workers_per_node": f"--max_workers_per_node={spec.workers_per_node}",
+        "cores_per_worker": spec.cores_per_worker, "heartbeat_threshold": spec.heartbeat_threshold_s,
+        "heartbeat_period": max(1, spec.heartbeat_threshold_s // 5), "block_id": 0,
+        "nodes_per_block": spec.nodes_per_block, "accelerators": "", "enable_mpi_mode": "",
+        "address_probe_timeout_string": "",
+    })
+    submitted: list[str] = []
+
+    def capture(cmd: str, *_args: object, **_kwargs: object) -> tuple[int, str, str]:
+        submitted.append(cmd)
+        return 0, "Submitted batch job 0\n** Proc 0.0\n1 job(s) submitted to cluster 0.\n", ""
+
+    with tempfile.TemporaryDirectory() as script_dir:
+        provider.script_dir = script_dir
+        provider.execute_wait = capture  # type: ignore[method-assign]
+        provider.submit(command, tasks_per_node=1, job_name="dgaas")
+        script = Path(submitted[0].split()[-1]).read_text()
+        return script.replace(script_dir, str(run_dir / "submit_scripts"))

@@ -120,6 +120,9 @@ class ProviderBase(Strict):
     worker_init: str = Field("", description="shell lines run before the workers start")
     python: str | None = Field(None, description="python on the nodes; default: the driver's own")
     strategy_period_s: float = Field(1.0, gt=0, description="how often Parsl rescales blocks")
+    heartbeat_threshold_s: int = Field(
+        30, ge=2, description="a block silent this long is lost and its tasks are retried elsewhere"
+    )
 
 
 class LocalProviderSpec(ProviderBase):
@@ -135,6 +138,7 @@ class SlurmProviderSpec(ProviderBase):
     walltime: str = Field("01:00:00", pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
     exclusive: bool = Field(False, description="whole nodes; off so nodes can be shared")
     gpu_request: Literal["gres", "gpus-per-node"] = "gres"
+    mem_per_node_gb: int | None = Field(None, ge=1, description="#SBATCH --mem")
     launcher: Literal["srun", "single_node"] = "srun"
     scheduler_options: list[str] = Field(default_factory=list, description="extra #SBATCH lines")
 

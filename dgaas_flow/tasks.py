@@ -7,6 +7,7 @@ only when its worker is lost, and then Parsl retries the whole chunk.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,7 @@ class _Session:
 def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
     """Infer a chunk in-process: one entry per item, in order, plus per-request latencies."""
     session = _Session(req)
+    block = os.environ.get("PARSL_WORKER_BLOCK_ID")  # set by Parsl's worker pool
     results: dict[str, dict[str, Any]] = {}
     latencies: list[float] = []
     try:
@@ -145,7 +147,7 @@ def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
         rows = out if batched else out[None]
         for (item_id, _), row in zip(group, rows, strict=True):
             results[item_id] = {"id": item_id, "ok": True, **_decode(row, req.top_k),
-                                "pilot": session.url, "latency_ms": round(ms, 3)}
+                                "pilot": session.url, "block": block, "latency_ms": round(ms, 3)}
     return {"results": [results[i] for i, _ in items], "latencies_ms": latencies}
 
 

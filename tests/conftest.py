@@ -55,6 +55,17 @@ def digits_data() -> Path:
     return DIGITS / "data"
 
 
+def copy_workflow(folder: Path, text: str, images: Path) -> Path:
+    """A workflow file in its own folder, with the digits model repository and an image folder
+    linked beside it, as a user's own workflow folder would look."""
+    (folder / "data").mkdir(parents=True)
+    (folder / "model_repository").symlink_to(DIGITS / "model_repository")
+    (folder / "data" / "images").symlink_to(images)
+    path = folder / "workflow.yaml"
+    path.write_text(text)
+    return path
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
     """Run `dgaas-flow` as a user does: a separate process, exit status and output captured."""
     return subprocess.run(

@@ -31,6 +31,9 @@ class Endpoint(BaseModel):
     pid: int | None = Field(None, description="pid of the tritonserver process")
     supervisor_pid: int = Field(default_factory=os.getpid)
     block: str | None = Field(None, description="the Parsl block whose node runs this pilot")
+    batch_job: str | None = Field(
+        default_factory=lambda: os.environ.get("SLURM_JOB_ID"), description="the batch system's job id"
+    )
     launch: str = "binary"
     state: Literal["starting", "ready", "restarting", "stopped", "failed"] = "starting"
     restarts: int = 0

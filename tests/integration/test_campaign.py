@@ -15,22 +15,13 @@ import pytest
 
 from dgaas_flow.campaign import run_campaign
 from dgaas_flow.spec import load_workflow
-from tests.conftest import DIGITS, WORKFLOW, run_cli
+from tests.conftest import WORKFLOW, copy_workflow, run_cli
 
 pytestmark = pytest.mark.integration
 
 
 def read_results(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-
-
-def copy_workflow(tmp_path: Path, text: str, images: Path) -> Path:
-    (tmp_path / "data").mkdir(parents=True)
-    (tmp_path / "model_repository").symlink_to(DIGITS / "model_repository")
-    (tmp_path / "data" / "images").symlink_to(images)
-    path = tmp_path / "workflow.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_digits_campaign_end_to_end(tmp_path, digits_data):
