@@ -3,6 +3,7 @@ deadline, and retries that re-resolve the server (it may have been restarted els
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import time
 from dataclasses import dataclass
@@ -117,6 +118,13 @@ def cached_client(url: str, protocol: str, timeout_s: float) -> TritonClient:
     if key not in _CLIENTS:
         _CLIENTS[key] = TritonClient(url, protocol, timeout_s)
     return _CLIENTS[key]
+
+
+@atexit.register
+def _close_clients() -> None:
+    """Close cached clients before interpreter shutdown, when gRPC can no longer close them cleanly."""
+    for key in list(_CLIENTS):
+        drop_client(*key)
 
 
 def drop_client(url: str, protocol: str) -> None:

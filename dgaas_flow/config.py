@@ -7,17 +7,24 @@ from __future__ import annotations
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.launchers import SingleNodeLauncher, SrunLauncher
-from parsl.providers import LocalProvider, SlurmProvider
+from parsl.providers import CondorProvider, LocalProvider, SlurmProvider
 from parsl.providers.base import ExecutionProvider
 
 from dgaas_flow.errors import UserError
-from dgaas_flow.spec import LocalProviderSpec, ProviderBase, SlurmProviderSpec
+from dgaas_flow.spec import (
+    CondorProviderSpec,
+    GlideinWMSProviderSpec,
+    LocalProviderSpec,
+    ProviderBase,
+    SlurmProviderSpec,
+)
 
 EXECUTOR_LABEL = "dgaas"
 
@@ -35,10 +42,30 @@ def pilot_launch_cmd(spec: ProviderBase, pilot_config: Path | None) -> str:
     return shlex.join(wrap) + " --block {{block_id}} -- " + DEFAULT_LAUNCH_CMD
 
 
+# HTCondor's condor_rm signals only the job's top process (this shell), and the shell would exit at
+# once (Parsl's launcher runs under `set -e`); the starter then SIGKILLs the rest, so the pilot could
+# not stop its server. When the shell leads its own process group (a batch job's does; a local
+# block's does not), it passes TERM to the group and stays until every other member has exited.
+FORWARD_TERM = """trap 'trap "" TERM
+if [ "$(cut -d" " -f5 /proc/$$/stat)" = "$$" ]; then
+  kill -TERM -- -$$
+  while :; do
+    members=0
+    for stat in /proc/[0-9]*/stat; do
+      read -r _ _ _ _ group _ 2>/dev/null < "$stat" && [ "$group" = "$$" ] && members=$((members + 1))
+    done
+    [ "$members" -le 1 ] && break
+    sleep 0.2
+  done
+fi' TERM"""
+
+
 def worker_init(spec: ProviderBase) -> str:
-    """Put the environment of the nodes' Python first on PATH (process_worker_pool.py lives there)."""
+    """Forward stop signals, and put the nodes' Python environment first on PATH (where
+    process_worker_pool.py lives)."""
     bin_dir = Path(python_on_nodes(spec)).parent
-    return "\n".join(filter(None, [f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"', spec.worker_init]))
+    lines = [FORWARD_TERM, f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"', spec.worker_init]
+    return "\n".join(filter(None, lines))
 
 
 def slurm_scheduler_options(spec: SlurmProviderSpec) -> str:
@@ -57,6 +84,46 @@ def slurm_scheduler_options(spec: SlurmProviderSpec) -> str:
     return "\n".join(lines)
 
 
+class GracefulCondorProvider(CondorProvider):
+    """Parsl's CondorProvider, except that cancelling lets a block stop: Parsl runs `condor_rm` and
+    `condor_rm -forcex` back to back, so the starter kills the pilot with SIGKILL before it can stop
+    its server (which then leaks the Python backend's shared memory). Here `condor_rm` comes first,
+    the starter sends the job SIGTERM, and Parsl's forced removal follows once the jobs have left
+    their slots or after `stop_grace_s`."""
+
+    def __init__(self, *args: object, stop_grace_s: float = 30.0, **kwargs: object):
+        super().__init__(*args, **kwargs)
+        self.stop_grace_s = stop_grace_s
+
+    def cancel(self, job_ids: list[str]) -> list[bool]:
+        ids = " ".join(job_ids)
+        self.execute_wait(f"condor_rm {ids}")
+        deadline = time.monotonic() + self.stop_grace_s
+        while time.monotonic() < deadline:
+            retcode, stdout, _ = self.execute_wait(f"condor_q {ids} -af RemoteHost")
+            if retcode == 0 and all(host == "undefined" for host in stdout.split()):
+                break
+            time.sleep(0.5)
+        return super().cancel(job_ids)
+
+
+def condor_requirements(spec: CondorProviderSpec) -> str:
+    parts = [spec.requirements]
+    if isinstance(spec, GlideinWMSProviderSpec):
+        parts.append(spec.triton_requirements)
+    return " && ".join(f"({p})" for p in parts if p)
+
+
+def condor_submit_lines(spec: CondorProviderSpec) -> str:
+    lines = []
+    # On glideins the GPU belongs to the glidein's server; the blocks are CPU clients.
+    if spec.gpus_per_node and not isinstance(spec, GlideinWMSProviderSpec):
+        lines.append(f"request_GPUs = {spec.gpus_per_node}")
+    if spec.singularity_image:
+        lines.append(f'+SingularityImage = "{spec.singularity_image}"')
+    return "\n".join(lines + spec.submit_lines)
+
+
 def make_provider(spec: ProviderBase) -> ExecutionProvider:
     common = dict(
         init_blocks=spec.init_blocks, min_blocks=spec.min_blocks, max_blocks=spec.max_blocks,
@@ -71,13 +138,20 @@ def make_provider(spec: ProviderBase) -> ExecutionProvider:
             exclusive=spec.exclusive, scheduler_options=slurm_scheduler_options(spec),
             mem_per_node=spec.mem_per_node_gb, launcher=launcher, cmd_timeout=30, **common,
         )
-    raise UserError(f"provider {spec.name}: kind {spec.kind!r} cannot run campaigns in this version")
+    if isinstance(spec, CondorProviderSpec):
+        return GracefulCondorProvider(
+            cores_per_slot=max(1, round(spec.workers_per_node * spec.cores_per_worker)),
+            mem_per_slot=spec.request_memory_mb / 1024, requirements=condor_requirements(spec),
+            scheduler_options=condor_submit_lines(spec), launcher=SingleNodeLauncher(debug=False),
+            cmd_timeout=60, **common,
+        )
+    raise UserError(f"provider {spec.name}: kind {spec.kind!r} is not supported")
 
 
 def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, retries: int) -> Config:
     executor = HighThroughputExecutor(
         label=EXECUTOR_LABEL,
-        address="127.0.0.1" if isinstance(spec, LocalProviderSpec) else None,
+        address=spec.address or ("127.0.0.1" if isinstance(spec, LocalProviderSpec) else None),
         provider=make_provider(spec),
         max_workers_per_node=spec.workers_per_node,
         cores_per_worker=spec.cores_per_worker,
@@ -103,13 +177,14 @@ def _placeholders(command: str, known: dict[str, object]) -> str:
     return once.format_map(Missing(known))
 
 
-def render_batch_script(spec: ProviderBase, pilot_config: Path, run_dir: Path) -> str:
+def render_batch_script(spec: ProviderBase, pilot_config: Path | None, run_dir: Path) -> str:
     """The exact script Parsl's provider would submit for one block, without submitting it: the
     provider's own submit() runs with its scheduler command captured instead of executed."""
     if isinstance(spec, LocalProviderSpec):
         raise UserError("render: the local provider submits no batch script; choose a slurm or htcondor one")
+    pilot = None if isinstance(spec, GlideinWMSProviderSpec) else pilot_config
     provider = make_provider(spec)
-    command = _placeholders(pilot_launch_cmd(spec, pilot_config), {
+    command = _placeholders(pilot_launch_cmd(spec, pilot), {
         "debug": "", "max_workers_per_node": f"--max_workers_per_node={spec.workers_per_node}",
         "cores_per_worker": spec.cores_per_worker, "heartbeat_threshold": spec.heartbeat_threshold_s,
         "heartbeat_period": max(1, spec.heartbeat_threshold_s // 5), "block_id": 0,
@@ -126,5 +201,6 @@ def render_batch_script(spec: ProviderBase, pilot_config: Path, run_dir: Path) -
         provider.script_dir = script_dir
         provider.execute_wait = capture  # type: ignore[method-assign]
         provider.submit(command, tasks_per_node=1, job_name="dgaas")
-        script = Path(submitted[0].split()[-1]).read_text()
-        return script.replace(script_dir, str(run_dir / "submit_scripts"))
+        files = sorted(Path(script_dir).iterdir(), key=lambda p: p.suffix != ".submit")
+        parts = [f.read_text() if len(files) == 1 else f"# ---- {f.name}\n{f.read_text()}" for f in files]
+        return "\n".join(parts).replace(script_dir, str(run_dir / "submit_scripts"))

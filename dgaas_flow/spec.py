@@ -119,6 +119,9 @@ class ProviderBase(Strict):
     gpus_per_node: int = Field(0, ge=0, description="GPUs each node's pilot gets")
     worker_init: str = Field("", description="shell lines run before the workers start")
     python: str | None = Field(None, description="python on the nodes; default: the driver's own")
+    address: str | None = Field(
+        None, description="address the workers reach the driver at; default: 127.0.0.1 for local, else probed"
+    )
     strategy_period_s: float = Field(1.0, gt=0, description="how often Parsl rescales blocks")
     heartbeat_threshold_s: int = Field(
         30, ge=2, description="a block silent this long is lost and its tasks are retried elsewhere"
@@ -146,13 +149,19 @@ class SlurmProviderSpec(ProviderBase):
 class CondorProviderSpec(ProviderBase):
     kind: Literal["htcondor"]
     request_memory_mb: int = Field(2000, ge=1)
-    requirements: str = ""
+    requirements: str = Field("", description="ClassAd expression the slots must match")
     singularity_image: str | None = Field(None, description="+SingularityImage of the block jobs")
     submit_lines: list[str] = Field(default_factory=list, description="extra submit description lines")
 
 
 class GlideinWMSProviderSpec(CondorProviderSpec):
+    """Blocks go to glideins whose setup script already started a Triton pilot; the block starts
+    none of its own and its tasks find the glidein's server through TRITON_ADDRESS."""
+
     kind: Literal["glideinwms"]  # type: ignore[assignment]
+    triton_requirements: str = Field(
+        "TARGET.TRITON_READY =?= True", description="selects glideins that advertise a ready Triton server"
+    )
 
 
 ProviderSpec = Annotated[

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from parsl.providers import LocalProvider
 
-from dgaas_flow.config import make_config, pilot_launch_cmd, worker_init
+from dgaas_flow.config import FORWARD_TERM, make_config, pilot_launch_cmd, worker_init
 from dgaas_flow.spec import LocalProviderSpec
 
 
@@ -20,7 +20,8 @@ def test_local_provider_wraps_the_worker_pool_in_one_pilot_per_block(tmp_path: P
     assert executor.launch_cmd.startswith(f"{sys.executable} -m dgaas_flow pilot wrap --config {tmp_path}/pilot.json")
     # formatted twice by the executor: at start, then per block
     assert " --block {{block_id}} -- process_worker_pool.py " in executor.launch_cmd
-    assert worker_init(spec).splitlines() == [f'export PATH={Path(sys.executable).parent}:"$PATH"', "module load x"]
+    assert worker_init(spec).splitlines() == [
+        *FORWARD_TERM.splitlines(), f'export PATH={Path(sys.executable).parent}:"$PATH"', "module load x"]
 
 
 def test_without_a_pilot_config_the_worker_pool_runs_bare(tmp_path: Path):

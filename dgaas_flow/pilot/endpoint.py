@@ -21,6 +21,20 @@ ENV_GRPC_URL = "DGAAS_TRITON_GRPC_URL"
 ENV_ENDPOINT_FILE = "DGAAS_ENDPOINT_FILE"
 
 
+def batch_job_id(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
+    """SLURM's job id, or HTCondor's ClusterId.ProcId read from the job ad the starter provides."""
+    if environ.get("SLURM_JOB_ID"):
+        return environ["SLURM_JOB_ID"]
+    ad = environ.get("_CONDOR_JOB_AD")
+    if ad:
+        try:
+            attrs = dict(line.split(" = ", 1) for line in Path(ad).read_text().splitlines() if " = " in line)
+            return f"{attrs['ClusterId'].strip()}.{attrs['ProcId'].strip()}"
+        except (OSError, KeyError):
+            return None
+    return None
+
+
 class Endpoint(BaseModel):
     http_url: str | None = None
     grpc_url: str | None = None
@@ -31,9 +45,7 @@ class Endpoint(BaseModel):
     pid: int | None = Field(None, description="pid of the tritonserver process")
     supervisor_pid: int = Field(default_factory=os.getpid)
     block: str | None = Field(None, description="the Parsl block whose node runs this pilot")
-    batch_job: str | None = Field(
-        default_factory=lambda: os.environ.get("SLURM_JOB_ID"), description="the batch system's job id"
-    )
+    batch_job: str | None = Field(default_factory=lambda: batch_job_id(), description="the batch system's job id")
     launch: str = "binary"
     state: Literal["starting", "ready", "restarting", "stopped", "failed"] = "starting"
     restarts: int = 0

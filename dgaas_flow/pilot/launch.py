@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import sysconfig
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,11 +162,32 @@ def _pytriton_installation(root: Path) -> tuple[Path, Path, dict[str, str]]:
     return root / "bin" / "tritonserver", backend_dir, env
 
 
+def _cache_dir() -> Path:
+    """$DGAAS_CACHE_DIR, $XDG_CACHE_HOME/dgaas-flow or ~/.cache/dgaas-flow; batch jobs often have no
+    usable home, so the last resort is a per-user folder in the temporary directory."""
+    env = os.environ
+    candidates = [
+        env.get("DGAAS_CACHE_DIR"),
+        env.get("XDG_CACHE_HOME") and os.path.join(env["XDG_CACHE_HOME"], "dgaas-flow"),
+        env.get("HOME") and os.path.join(env["HOME"], ".cache", "dgaas-flow"),
+        os.path.join(tempfile.gettempdir(), f"dgaas-flow-cache-{os.getuid()}"),
+    ]
+    for candidate in filter(None, candidates):
+        path = Path(candidate)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    raise PilotError("no writable cache folder for the Triton backend links; set DGAAS_CACHE_DIR")
+
+
 def _backend_dir(root: Path, stub: Path) -> Path:
     """A backends/ folder of symlinks: the wheel's python backend plus the stub for this Python.
     Built once per wheel location and Python version, atomically, in the user's cache."""
     key = hashlib.sha256(f"{root}:{stub}".encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dgaas-flow"
+    cache = _cache_dir()
     target = cache / f"backends-{key}"
     if (target / "python" / "triton_python_backend_stub").exists():
         return target

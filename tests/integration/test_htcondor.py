@@ -1,0 +1,76 @@
+"""HTCondor: the digits workflow through a real personal pool (tests/clusters/htcondor: collector,
+negotiator, schedd and startd of Debian's minicondor, unprivileged; 2 simulated GPUs). Each block is
+an HTCondor job asking for a GPU; its pilot starts inside that job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, WORKFLOW, copy_workflow, run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.htcondor]
+CLUSTER = ROOT / "tests" / "clusters" / "htcondor"
+POOL_DIR = Path(os.environ.get("DGAAS_HTCONDOR_DIR", "/var/lib/dgaas-htcondor"))
+
+
+def pool_env() -> dict[str, str]:
+    """PATH (condor_* wrappers) and CONDOR_CONFIG as the pool's env.sh sets them."""
+    out = subprocess.run(["bash", "-c", f". {POOL_DIR}/env.sh && env -0"], capture_output=True, check=True)
+    env = dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
+    return {k: env[k] for k in ("PATH", "CONDOR_CONFIG")}
+
+
+def condor_q(env: dict[str, str]) -> list[str]:
+    out = subprocess.run(["condor_q", "-af:j", "JobStatus"], capture_output=True, text=True, env={**os.environ, **env})
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def htcondor_pool():
+    """Starts the pool (idempotent; the checkout is bound into its chroot) and fails loudly if it
+    cannot; afterwards checks the queue drained and stops the pool if this fixture started it."""
+    was_up = (POOL_DIR / "env.sh").exists() and subprocess.run(
+        ["condor_q"], capture_output=True, env={**os.environ, **pool_env()}).returncode == 0
+    started = subprocess.run(["bash", str(CLUSTER / "start.sh")], capture_output=True, text=True,
+                             env={**os.environ, "DGAAS_HTCONDOR_BINDS": str(ROOT)})
+    assert started.returncode == 0, f"the HTCondor test pool did not start:\n{started.stdout}\n{started.stderr}"
+    env = pool_env()
+    yield env
+    deadline = time.monotonic() + 60
+    while condor_q(env) and time.monotonic() < deadline:
+        time.sleep(1)
+    left = condor_q(env)
+    if not was_up:
+        subprocess.run(["bash", str(CLUSTER / "stop.sh")], capture_output=True)
+    assert not left, f"jobs left in the queue: {left}"
+
+
+def test_digits_through_the_pool_with_the_pilot_inside_the_job(htcondor_pool, tmp_path, digits_data):
+    profile = ROOT / "providers" / "htcondor-local.yaml"
+    text = WORKFLOW.read_text().replace("provider: local", f"provider: {profile}")
+    path = copy_workflow(tmp_path / "wf", text, digits_data / "images")
+    out = tmp_path / "run"
+    result = run_cli("run", path, "--out", out, "--progress", "log", env=htcondor_pool)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["items_ok"], summary["items_failed"]) == (1797, 0) and summary["accuracy"] >= 0.95
+    (pilot,) = summary["pilots"]
+    assert pilot["items"] == 1797 and pilot["state"] == "stopped"
+    assert pilot["gpus"] and pilot["gpus"][0].startswith("GPU-")  # the slot's assigned GPU
+    cluster, _ = pilot["batch_job"].split(".")  # read from the job ad inside the HTCondor job
+    assert cluster in pool_jobs(cluster, htcondor_pool)
+
+
+def pool_jobs(cluster: str, env: dict[str, str]) -> list[str]:
+    """Cluster ids the pool knows for `cluster`, in its queue or its history."""
+    found = []
+    for cmd in (["condor_q", cluster], ["condor_history", cluster, "-limit", "1"]):
+        out = subprocess.run([*cmd, "-af", "ClusterId"], capture_output=True, text=True, env={**os.environ, **env})
+        found += out.stdout.split()
+    return found
