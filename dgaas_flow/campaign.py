@@ -143,16 +143,19 @@ def run_campaign(
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     dfk = parsl.load(make_config(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries))
     bar = Progress(total, stats.resumed, mode=progress)
+    complete = False
     try:
         _fan_out(wf, todo, request, results, stats, bar, PilotWatch(registry))
+        complete = True
     finally:
         bar.close()
         results.close()
         dfk.cleanup()
         parsl.clear()
         _wait_for_pilots(registry)
-    summary = summarize(wf, out_dir, total, stats)
-    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        summary = summarize(wf, out_dir, total, stats)
+        summary["complete"] = complete
+        (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -22,9 +23,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     wf = load_workflow(args.workflow, provider=args.provider)
     mode = "quiet" if args.quiet else args.progress
+    _stop_on_signals()
     summary = run_campaign(wf, out=args.out, limit=args.limit, progress=mode)
     print(format_summary(summary))
     return 0 if summary["items_failed"] == 0 else 1
+
+
+class Interrupted(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    """SIGINT or SIGTERM: stop submitting and cancel the blocks (their pilots stop); results so
+    far are kept for a resume. A second signal exits at once."""
+    stopping = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if stopping:
+            os._exit(128 + signum)
+        stopping.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping blocks and pilots; results so far are kept "
+              "(signal again to exit at once)", file=sys.stderr, flush=True)
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -219,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     except PilotError as exc:
         print(f"error: pilot: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,12 @@ class TritonClient:
         result = self.client.infer(model, [inp], **kwargs)
         return result.as_numpy(output)
 
+    def is_ready(self) -> bool:
+        try:
+            return bool(self.client.is_server_ready())
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a broken connection must not mask the real error
             self.client.close()
@@ -133,8 +139,21 @@ def drop_client(url: str, protocol: str) -> None:
         client.close()
 
 
-RETRYABLE = (InferenceServerException, ConnectionError, OSError, TimeoutError)
+NOT_RETRYABLE_STATUS = {"400", "StatusCode.INVALID_ARGUMENT"}
 
 
-def backoff(attempt: int, first_s: float) -> None:
-    time.sleep(first_s * (2**attempt))
+def retryable(exc: Exception) -> bool:
+    """Transport failures take many forms (socket errors, gevent's HTTPConnectionClosed, gRPC
+    UNAVAILABLE or DEADLINE_EXCEEDED): retry all of them; only a request the server rejected as
+    invalid would fail again the same way."""
+    if isinstance(exc, InferenceServerException):
+        return str(exc.status()) not in NOT_RETRYABLE_STATUS
+    return True
+
+
+def wait_until_ready(client: TritonClient, seconds: float) -> None:
+    """Back off after a failure, but no longer than needed: a restarted server is used as soon as
+    it answers ready, instead of after a blind exponential sleep."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not client.is_ready():
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

@@ -13,6 +13,7 @@ from pathlib import Path
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
+from parsl.jobs.error_handlers import windowed_error_handler
 from parsl.launchers import SingleNodeLauncher, SrunLauncher
 from parsl.providers import CondorProvider, LocalProvider, SlurmProvider
 from parsl.providers.base import ExecutionProvider
@@ -156,6 +157,10 @@ def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, re
         max_workers_per_node=spec.workers_per_node,
         cores_per_worker=spec.cores_per_worker,
         launch_cmd=pilot_launch_cmd(spec, pilot_config),
+        interchange_launch_cmd=[sys.executable, "-m", "dgaas_flow.lifetime", "interchange.py"],
+        # Parsl's default gives up on the executor after a single failed block when init_blocks is 1;
+        # a campaign must outlive a lost node, so only three failed blocks in a row end it.
+        block_error_handler=windowed_error_handler,
         heartbeat_period=max(1, spec.heartbeat_threshold_s // 5),
         heartbeat_threshold=spec.heartbeat_threshold_s,
     )

@@ -49,7 +49,12 @@ class TritonSettings(Strict):
         "127.0.0.1", description="address Triton binds; keep 127.0.0.1 unless a gateway reaches it"
     )
     ready_timeout_s: float = Field(120.0, gt=0, description="deadline for /v2/health/ready")
-    max_restarts: int = Field(3, ge=0, description="restarts of a dead server before the pilot gives up")
+    max_restarts: int = Field(
+        3, ge=0, description="restarts of a dead or hung server within restart_window_s before the pilot gives up"
+    )
+    restart_window_s: float = Field(600.0, gt=0, description="the window max_restarts counts in")
+    health_interval_s: float = Field(5.0, gt=0, description="how often the pilot probes its server")
+    health_failures: int = Field(3, ge=1, description="failed probes in a row that mean the server hung")
     auto_complete_config: bool = Field(
         False, description="let Triton complete model configs (slower start; needed for bare ONNX)"
     )
@@ -87,8 +92,10 @@ class ClientSettings(Strict):
     protocol: Literal["http", "grpc"] = "http"
     batch_size: int | None = Field(None, ge=1, description="items per request; default: max_batch_size")
     timeout_s: float = Field(30.0, gt=0, description="deadline of one request")
-    retries: int = Field(3, ge=0, description="retries of a failed request (re-resolving the server)")
-    backoff_s: float = Field(0.5, ge=0, description="first retry delay, doubled each retry")
+    retries: int = Field(5, ge=0, description="retries of a failed request (re-resolving the server)")
+    backoff_s: float = Field(
+        0.5, ge=0, description="longest first wait for the server to be ready again, doubled each retry"
+    )
 
 
 class ServerSpec(Strict):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from parsl import python_app
 
-from dgaas_flow.client import RETRYABLE, ModelInfo, TensorInfo, backoff, cached_client, drop_client
+from dgaas_flow.client import ModelInfo, TensorInfo, cached_client, drop_client, retryable, wait_until_ready
 from dgaas_flow.pilot.discovery import resolve_endpoint
 
 Item = tuple[str, str]  # (item id, file path)
@@ -33,7 +33,7 @@ class InferRequest:
     format: str = "image"
     protocol: str = "http"
     timeout_s: float = 30.0
-    retries: int = 3
+    retries: int = 5
     backoff_s: float = 0.5
     batch_size: int | None = None
     server_url: str | None = None
@@ -99,11 +99,11 @@ class _Session:
             client = self.connect()
             try:
                 return fn(client)
-            except RETRYABLE:
+            except Exception as exc:
                 drop_client(client.url, client.protocol)
-                if attempt == self.req.retries:
+                if attempt == self.req.retries or not retryable(exc):
                     raise
-                backoff(attempt, self.req.backoff_s)
+                wait_until_ready(self.connect(), self.req.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
 

@@ -8,7 +8,6 @@ its Python-backend stubs are stopped together with it) and receives SIGTERM if t
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import signal
@@ -18,11 +17,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from dgaas_flow.errors import PilotError
+from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot.endpoint import Endpoint
 from dgaas_flow.pilot.launch import LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
@@ -52,11 +53,6 @@ def detect_gpus(environ: os._Environ | dict[str, str] = os.environ) -> list[str]
     return []
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 _ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|\[dgaas-flow pilot)")
 
 
@@ -79,16 +75,11 @@ class Pilot:
         self.log_file = config.log_dir / f"{self.name}.log"
         self.endpoint_file = config.registry / f"{self.name}.json" if config.registry else None
         settings = config.triton
-        ports = Ports(*free_ports(3, settings.listen))
-        self.plan: LaunchPlan = plan_launch(
-            settings, config.repository, config.models, ports, self.gpus, self.name
-        )
-        if settings.launch != "binary":
-            require_tool(self.plan, settings.launch)
-        advertised = "127.0.0.1" if settings.listen in ("127.0.0.1", "localhost") else host
-        if settings.listen not in ("0.0.0.0", "127.0.0.1", "localhost"):
-            advertised = settings.listen
-        self.probe_url = f"http://{'127.0.0.1' if settings.listen == '0.0.0.0' else advertised}:{ports.http}"
+        self.ports = ports = Ports(*free_ports(3, settings.listen))
+        self.plan: LaunchPlan | None = None
+        listen = settings.listen
+        advertised = "127.0.0.1" if listen in ("127.0.0.1", "localhost") else host if listen == "0.0.0.0" else listen
+        self.probe_url = f"http://{'127.0.0.1' if listen == '0.0.0.0' else advertised}:{ports.http}"
         self.endpoint = Endpoint(
             http_url=f"http://{advertised}:{ports.http}",
             grpc_url=f"grpc://{advertised}:{ports.grpc}",
@@ -103,6 +94,8 @@ class Pilot:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: PilotError | None = None
+        self._misses = 0  # failed health probes in a row
+        self._next_probe = 0.0
         self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
 
     # ---------------------------------------------------------------- public API
@@ -141,6 +134,7 @@ class Pilot:
 
     def _own_server(self) -> None:
         try:
+            self.plan = self._make_plan()
             self._spawn_until_ready()
         except PilotError as exc:
             self._error = exc
@@ -156,31 +150,67 @@ class Pilot:
             self._terminate()
             self._set_state("stopped")
 
+    def _make_plan(self) -> LaunchPlan:
+        settings = self.config.triton
+        plan = plan_launch(settings, self.config.repository, self.config.models, self.ports, self.gpus, self.name)
+        if settings.launch != "binary":
+            require_tool(plan, settings.launch)
+        return plan
+
+    def _problem(self) -> str | None:
+        """Why the server needs a restart now: it exited, or it stopped answering health probes
+        (hung, e.g. SIGSTOP, or wedged) for health_failures probes in a row."""
+        settings = self.config.triton
+        if self._proc is None or self._proc.poll() is not None:
+            return f"server exited ({self._proc.returncode if self._proc else 'never started'})"
+        if time.monotonic() < self._next_probe:
+            return None
+        self._next_probe = time.monotonic() + settings.health_interval_s
+        self._misses = 0 if self.is_ready(timeout=settings.health_interval_s) else self._misses + 1
+        if self._misses < settings.health_failures:
+            return None
+        self._terminate(kill=True)
+        return f"server unresponsive for {self._misses} health probes"
+
     def _supervise(self) -> None:
-        """Restart a server that died, up to max_restarts times; then give up and say so."""
+        """Restart a server that died or hung; more than max_restarts restarts within
+        restart_window_s means something is wrong that a restart will not fix: give up, say why."""
+        settings = self.config.triton
+        recent: deque[float] = deque()
+        self._next_probe = time.monotonic() + settings.health_interval_s
         while not self._stop.wait(POLL_S):
-            if self._proc is None or self._proc.poll() is None:
+            reason = self._problem()
+            if reason is None:
                 continue
-            if self.endpoint.restarts >= self.config.triton.max_restarts:
-                self._log(f"server exited ({self._proc.returncode}); restart limit reached")
-                self.endpoint.error = (f"tritonserver died {self.endpoint.restarts + 1} times "
-                                       f"(triton.max_restarts {self.config.triton.max_restarts}); "
-                                       f"log {self.log_file}:\n{log_tail(self.log_file)}")
+            self._misses = 0
+            now = time.monotonic()
+            while recent and now - recent[0] > settings.restart_window_s:
+                recent.popleft()
+            if len(recent) >= settings.max_restarts:
+                self._log(f"{reason}; restart limit reached")
+                self.endpoint.error = (
+                    f"tritonserver needed {len(recent) + 1} restarts within {settings.restart_window_s:.0f} s "
+                    f"(triton.max_restarts {settings.max_restarts}); log {self.log_file}:\n{log_tail(self.log_file)}"
+                )
                 self._set_state("failed")
                 self._stop.wait()
                 return
-            self._log(f"server exited ({self._proc.returncode}); restarting")
+            recent.append(now)
+            self._log(f"{reason}; restarting")
             self.endpoint.restarts += 1
             self._set_state("restarting")
             try:
                 self._spawn_until_ready()
             except PilotError as exc:
                 self._log(str(exc))
+                self._terminate(kill=True)
                 continue
+            self._next_probe = time.monotonic() + settings.health_interval_s
             self._set_state("ready")
 
     def _spawn_until_ready(self) -> None:
         plan = self.plan
+        assert plan is not None
         self._terminate()
         if plan.before:
             self._run_step(plan.before)
@@ -189,7 +219,7 @@ class Pilot:
             try:
                 self._proc = subprocess.Popen(
                     plan.run, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                    env=env, start_new_session=True, preexec_fn=die_with_parent,
                 )
             except OSError as exc:
                 raise PilotError(f"cannot start {plan.run[0]}: {exc}") from None
@@ -201,7 +231,7 @@ class Pilot:
                     f"tritonserver exited with status {self._proc.returncode} before it was ready; "
                     f"log {self.log_file}:\n{log_tail(self.log_file)}"
                 )
-            if self.is_ready():
+            if self.is_ready(timeout=2):
                 return
             time.sleep(POLL_S)
         if self._stop.is_set():
@@ -211,17 +241,19 @@ class Pilot:
             f"(triton.ready_timeout_s); log {self.log_file}:\n{log_tail(self.log_file)}"
         )
 
-    def is_ready(self) -> bool:
+    def is_ready(self, timeout: float) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.probe_url}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"{self.probe_url}/v2/health/ready", timeout=timeout) as r:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
 
-    def _terminate(self) -> None:
+    def _terminate(self, kill: bool = False) -> None:
+        """Stop the server: SIGTERM and a grace period, or at once with kill=True (a hung or
+        SIGSTOPped server does not act on SIGTERM)."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            self._signal_group(proc, signal.SIGTERM)
+            self._signal_group(proc, signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 proc.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
@@ -229,7 +261,7 @@ class Pilot:
                 proc.wait()
         if proc is not None:
             self._reap_group(proc.pid)
-        if self.plan.after and proc is not None:
+        if self.plan and self.plan.after and proc is not None:
             self._run_step(self.plan.after, check=False)
         self._proc = None
 

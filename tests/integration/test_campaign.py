@@ -122,3 +122,12 @@ def test_a_pilot_that_cannot_start_fails_the_campaign_fast_and_clearly(tmp_path,
     assert time.monotonic() - started < 90
     assert "every pilot failed" in result.stderr and 'Expected integer, got: "lots"' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_server_binary_fails_the_campaign_fast(tmp_path, digits_data):
+    text = WORKFLOW.read_text() + "triton:\n  binary: /opt/nowhere/tritonserver\n"
+    path = copy_workflow(tmp_path / "wf", text, digits_data / "images")
+    result = run_cli("run", path, "--out", tmp_path / "run", "--progress", "quiet")
+    assert result.returncode == 3, result.stderr
+    assert "every pilot failed" in result.stderr
+    assert "triton.binary: /opt/nowhere/tritonserver is not an executable file" in result.stderr

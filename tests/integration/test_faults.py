@@ -1,0 +1,173 @@
+"""Faults injected into real campaigns (real Triton, real Parsl workers on the local provider).
+Each test ends with an exact check of results.jsonl: every input id exactly once, none missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dgaas_flow.pilot.endpoint import read_registry
+from tests.conftest import WORKFLOW, copy_workflow, stray_processes
+from tests.integration.conftest import FAULT_ROWS
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+FAST_RECOVERY = """
+provider: {kind: local, workers_per_node: 2, heartbeat_threshold_s: 10, strategy_period_s: 0.5}
+triton: {max_restarts: 1000, health_interval_s: 1, health_failures: 2}
+client: {protocol: http, timeout_s: 3, retries: 8, backoff_s: 0.25}
+"""
+
+
+def fault_workflow(folder: Path, images: Path, chunk_size: int = 64) -> Path:
+    text = WORKFLOW.read_text().split("provider:")[0]  # keep name and comments only
+    text += FAST_RECOVERY + f"""
+model: {{name: digits, repository: model_repository}}
+inputs: {{files: "data/images/*/*.png", labels: parent_dir}}
+chunk_size: {chunk_size}
+task_retries: 3
+"""
+    return copy_workflow(folder, text, images)
+
+
+def many_images(folder: Path, source: Path, count: int) -> Path:
+    """`count` input files (links to the digit images, under their label folders)."""
+    originals = sorted(source.glob("*/*.png"))
+    for n in range(count):
+        src = originals[n % len(originals)]
+        dst = folder / src.parent.name / f"{n:06d}.png"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(src)
+    return folder
+
+
+def start_run(workflow: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dgaas_flow", "run", str(workflow), "--out", str(out),
+                             "--progress", "log"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_results(out: Path, at_least: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    path = out / "results.jsonl"
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} results after {timeout} s")
+
+
+def ready_server_pid(out: Path) -> int | None:
+    ready = [e for e in read_registry(out / "pilots") if e.state == "ready"]
+    return ready[-1].pid if ready else None
+
+
+def check_exactly_once(out: Path, expected: int, fault: str, injected: int) -> dict:
+    ids = Counter(json.loads(line)["id"] for line in (out / "results.jsonl").open())
+    summary = json.loads((out / "summary.json").read_text())
+    lost, duplicated = expected - len(ids), sum(n - 1 for n in ids.values())
+    FAULT_ROWS.append((fault, injected, expected, lost, duplicated, summary["items_failed"]))
+    assert (lost, duplicated) == (0, 0)
+    assert summary["items_total"] == expected and summary["items_ok"] + summary["items_failed"] == expected
+    return summary
+
+
+def test_server_sigkilled_every_few_seconds_loses_nothing(tmp_path, digits_data):
+    images = many_images(tmp_path / "images", digits_data / "images", 20_000)
+    out = tmp_path / "run"
+    driver = start_run(fault_workflow(tmp_path / "wf", images, chunk_size=128), out)
+    kills, done = [], threading.Event()
+
+    def killer() -> None:
+        """Each server that becomes ready lives 1.5 s, then gets SIGKILL."""
+        while not done.is_set():
+            pid = ready_server_pid(out)
+            if pid is None or (kills and pid == kills[-1]):
+                done.wait(0.1)
+                continue
+            if done.wait(1.5):
+                return
+            os.kill(pid, signal.SIGKILL)
+            kills.append(pid)
+
+    wait_results(out, 1)
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    _, err = driver.communicate(timeout=900)
+    done.set()
+    thread.join()
+    assert driver.returncode == 0, err
+    summary = check_exactly_once(out, 20_000, "tritonserver SIGKILL 1.5 s after ready", len(kills))
+    assert len(kills) >= 3 and summary["items_failed"] == 0
+    assert summary["restarts"] >= len(kills) - 1  # the last kill may land as the campaign ends
+
+
+def test_hung_server_is_detected_and_replaced(tmp_path, digits_data):
+    out = tmp_path / "run"
+    driver = start_run(fault_workflow(tmp_path / "wf", digits_data / "images", chunk_size=16), out)
+    wait_results(out, 100)
+    os.kill(ready_server_pid(out), signal.SIGSTOP)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    summary = check_exactly_once(out, 1797, "tritonserver SIGSTOP (hung)", 1)
+    assert summary["restarts"] >= 1 and summary["items_failed"] == 0
+
+
+def test_lost_worker_pool_is_replaced_by_a_new_block(tmp_path, digits_data):
+    out = tmp_path / "run"
+    driver = start_run(fault_workflow(tmp_path / "wf", digits_data / "images", chunk_size=16), out)
+    wait_results(out, 100)
+    commands = {p: " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])}
+    (pool,) = [p for p, cmd in commands.items()
+               if "process_worker_pool" in cmd and str(out) in cmd and "pilot wrap" not in cmd]
+    pool.kill()
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    summary = check_exactly_once(out, 1797, "Parsl worker pool SIGKILL (block lost)", 1)
+    assert summary["items_failed"] == 0
+    assert len(summary["pilots"]) == 2  # the lost block's pilot stopped; a new block brought its own
+
+
+def test_killed_driver_leaves_nothing_behind_and_a_rerun_completes(tmp_path, digits_data):
+    out = tmp_path / "run"
+    workflow = fault_workflow(tmp_path / "wf", digits_data / "images", chunk_size=16)
+    driver = start_run(workflow, out)
+    wait_results(out, 200)
+    driver.kill()
+    driver.communicate()
+    with open(out / "results.jsonl", "a") as f:
+        f.write('{"id": "torn')  # as if the driver died in the middle of a line
+    # the interchange dies with the driver; the worker pool misses its heartbeats and exits, and
+    # the pilot stops its server: nothing of the killed run may survive
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and [p for p in stray_processes() if str(out) in p or "interchange" in p]:
+        time.sleep(0.5)
+    assert not [p for p in stray_processes() if str(out) in p or "interchange" in p]
+
+    rerun = start_run(workflow, out)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    summary = check_exactly_once(out, 1797, "campaign driver SIGKILL + rerun", 1)
+    assert summary["items_resumed"] >= 200 and summary["items_failed"] == 0
+
+
+def test_sigterm_stops_the_campaign_and_everything_it_started(tmp_path, digits_data):
+    out = tmp_path / "run"
+    driver = start_run(fault_workflow(tmp_path / "wf", digits_data / "images", chunk_size=16), out)
+    wait_results(out, 100)
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 143 and "SIGTERM: stopping blocks and pilots" in err and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["items_ok"] >= 100
+    assert all(p["state"] == "stopped" for p in summary["pilots"])
+    assert not [p for p in stray_processes() if str(out) in p]
