@@ -112,6 +112,8 @@ def _pilot_config(args: argparse.Namespace):
     else:
         raise UserError("give --workflow FILE or --model-repository DIR (with --model NAME ...)")
     overrides = {k: getattr(args, k) for k in ("launch", "binary", "image", "listen") if getattr(args, k)}
+    if args.ready_timeout:
+        overrides["ready_timeout_s"] = args.ready_timeout
     triton = triton.model_copy(update=overrides)
     return PilotConfig(triton=triton, repository=repository, models=models, registry=state_dir,
                        log_dir=state_dir / "logs")
@@ -125,9 +127,9 @@ def _serve_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--model-repository", str(Path(args.model_repository).resolve())]
     for m in args.model:
         argv += ["--model", m]
-    for k in ("launch", "binary", "image", "listen"):
+    for k in ("launch", "binary", "image", "listen", "ready_timeout", "watch_pid"):
         if getattr(args, k):
-            argv += [f"--{k}", getattr(args, k)]
+            argv += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     return argv
 
 
@@ -145,7 +147,7 @@ def _cmd_pilot_start(args: argparse.Namespace) -> int:
 def _cmd_pilot_serve(args: argparse.Namespace) -> int:
     from dgaas_flow.pilot.run import serve
 
-    return serve(_pilot_config(args))
+    return serve(_pilot_config(args), watch_pid=args.watch_pid)
 
 
 def _cmd_pilot_status(args: argparse.Namespace) -> int:
@@ -180,6 +182,7 @@ def _add_pilot_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--binary", help="tritonserver executable")
     p.add_argument("--image", help="server image for apptainer/docker")
     p.add_argument("--listen", help="address Triton binds (default 127.0.0.1)")
+    p.add_argument("--ready-timeout", type=float, help="seconds the server may take to become ready")
     p.add_argument("--dir", default=str(DEFAULT_PILOT_DIR), help="where endpoint files and logs go")
 
 
@@ -217,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = pilot.add_parser(name, help=helptext)
         _add_pilot_source(p)
+        p.add_argument("--watch-pid", type=int, help="stop the pilot when this process ends (e.g. the glidein)")
         p.set_defaults(func=func)
     for name, func, helptext in (
         ("status", _cmd_pilot_status, "show the pilots in --dir"),

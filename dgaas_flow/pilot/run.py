@@ -65,14 +65,17 @@ def wrap(config: PilotConfig, cmd: list[str], block: str | None = None) -> int:
     raise AssertionError("unreachable")
 
 
-def serve(config: PilotConfig) -> int:
+def serve(config: PilotConfig, watch_pid: int | None = None) -> int:
+    """Run until signalled or, with watch_pid, until that process ends (a glidein killed without
+    its cleanup must not leave a server holding the GPU)."""
     pilot = Pilot(config)
     with stop_on_signals(pilot):
         try:
             endpoint = pilot.start()
             print(endpoint.model_dump_json(indent=2), flush=True)
-            while True:
-                time.sleep(3600)
+            while watch_pid is None or _alive(watch_pid):
+                time.sleep(1.0)
+            return 0
         except Terminated:
             return 0
     raise AssertionError("unreachable")
@@ -90,17 +93,15 @@ def start_daemon(serve_argv: list[str], state_dir: Path, timeout_s: float) -> tu
     path = state_dir / f"dgaas-{os.uname().nodename}-{proc.pid}.json"
     deadline = time.monotonic() + timeout_s + 10
     while time.monotonic() < deadline:
-        if path.exists():
-            endpoint = Endpoint.read(path)
-            if endpoint.state == "ready":
-                return endpoint, path
-            if endpoint.state == "failed":
-                break
-        if proc.poll() is not None:
+        endpoint = Endpoint.read(path) if path.exists() else None
+        if endpoint is not None and endpoint.state == "ready":
+            return endpoint, path
+        if (endpoint is not None and endpoint.state == "failed") or proc.poll() is not None:
             break
         time.sleep(0.2)
     _terminate_pid(proc.pid)
-    raise PilotError(f"the pilot did not become ready; {log}:\n{log_tail(log)}")
+    reason = Endpoint.read(path).error if path.exists() else None
+    raise PilotError(reason or f"the pilot did not become ready; {log}:\n{log_tail(log)}")
 
 
 def _alive(pid: int) -> bool:

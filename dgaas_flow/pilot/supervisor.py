@@ -8,6 +8,7 @@ its Python-backend stubs are stopped together with it) and receives SIGTERM if t
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -66,12 +67,16 @@ def log_tail(path: Path, lines: int = 12) -> str:
     return "\n".join((errors or text)[-lines:])
 
 
+_PILOTS_IN_PROCESS = itertools.count()
+
+
 class Pilot:
     def __init__(self, config: PilotConfig, block: str | None = None, gpus: list[str] | None = None):
         self.config = config
         self.gpus = detect_gpus() if gpus is None else gpus
         host = socket.gethostname()
-        self.name = f"dgaas-{host}-{os.getpid()}"
+        n = next(_PILOTS_IN_PROCESS)  # several pilots in one process (tests, a gateway) need own files
+        self.name = f"dgaas-{host}-{os.getpid()}" + (f"-{n}" if n else "")
         self.log_file = config.log_dir / f"{self.name}.log"
         self.endpoint_file = config.registry / f"{self.name}.json" if config.registry else None
         settings = config.triton
@@ -212,8 +217,8 @@ class Pilot:
         plan = self.plan
         assert plan is not None
         self._terminate()
-        if plan.before:
-            self._run_step(plan.before)
+        if plan.before:  # e.g. `apptainer instance start`, which may pull an image: bounded too
+            self._run_step(plan.before, timeout=self.config.triton.ready_timeout_s)
         env = {**os.environ, **plan.env}
         with open(self.log_file, "ab") as log:
             try:
@@ -283,9 +288,16 @@ class Pilot:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
 
-    def _run_step(self, argv: list[str], check: bool = True) -> None:
+    def _run_step(self, argv: list[str], check: bool = True, timeout: float | None = None) -> None:
         with open(self.log_file, "ab") as log:
-            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        timeout=timeout)
+            except subprocess.TimeoutExpired:
+                if self.plan and self.plan.after:
+                    self._run_step(self.plan.after, check=False, timeout=60)
+                raise PilotError(f"`{' '.join(argv)}` took more than {timeout:.0f} s (triton.ready_timeout_s)") \
+                    from None
         if check and result.returncode != 0:
             raise PilotError(
                 f"`{' '.join(argv)}` failed with status {result.returncode}; log {self.log_file}:\n"
