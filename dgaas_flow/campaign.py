@@ -116,8 +116,11 @@ def _lost_chunk(chunk: list[InputItem], exc: BaseException) -> dict[str, Any]:
 
 
 def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:
-    """Where the blocks' pilots read their settings; None where the glidein starts the pilot."""
-    return None if wf.provider.kind == "glideinwms" else out_dir / "pilot.json"
+    """Where the blocks' pilots read their settings; None where blocks start no pilot: the glidein
+    started one, or the workflow names its server (server.url, server.gateway)."""
+    if wf.provider.kind == "glideinwms" or wf.server.url or wf.server.gateway:
+        return None
+    return out_dir / "pilot.json"
 
 
 def run_campaign(

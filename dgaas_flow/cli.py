@@ -12,9 +12,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from dgaas_flow.errors import PilotError, UserError
-
-DEFAULT_PILOT_DIR = Path(os.environ.get("DGAAS_PILOT_DIR", Path.home() / ".dgaas-flow" / "pilot"))
+from dgaas_flow.errors import PilotError, ServiceError, UserError
+from dgaas_flow.pilot.run import DEFAULT_PILOT_DIR
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -235,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", help="Parsl block id, recorded in the endpoint")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ...")
     p.set_defaults(func=_cmd_pilot_wrap)
+
+    from dgaas_flow.gateway.cli import add_gateway_commands, add_token_commands
+
+    add_gateway_commands(sub)
+    add_token_commands(sub)
     return parser
 
 
@@ -245,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except PilotError as exc:
-        print(f"error: pilot: {exc}", file=sys.stderr)
+    except ServiceError as exc:
+        print(f"error: {'pilot' if isinstance(exc, PilotError) else 'gateway'}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

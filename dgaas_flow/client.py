@@ -59,8 +59,9 @@ def _pick(tensors: tuple[TensorInfo, ...], name: str | None, what: str) -> Tenso
 class TritonClient:
     """A thin, protocol-neutral wrapper: the same calls over HTTP and gRPC."""
 
-    def __init__(self, url: str, protocol: str, timeout_s: float):
+    def __init__(self, url: str, protocol: str, timeout_s: float, headers: dict[str, str] | None = None):
         self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
+        self.headers = headers or {}  # the bearer token, for a gateway
         address = url.split("://", 1)[-1]
         self.lib = httpclient if protocol == "http" else grpcclient
         if protocol == "http":
@@ -75,11 +76,12 @@ class TritonClient:
         key = (model, version)
         if key not in self._models:
             if self.protocol == "http":
-                meta = self.client.get_model_metadata(model, version)
-                config = self.client.get_model_config(model, version)
+                meta = self.client.get_model_metadata(model, version, headers=dict(self.headers))
+                config = self.client.get_model_config(model, version, headers=dict(self.headers))
             else:
-                meta = self.client.get_model_metadata(model, version, as_json=True)
-                config = self.client.get_model_config(model, version, as_json=True)["config"]
+                meta = self.client.get_model_metadata(model, version, headers=dict(self.headers), as_json=True)
+                config = self.client.get_model_config(model, version, headers=dict(self.headers), as_json=True)
+                config = config["config"]
             batch = int(config.get("max_batch_size", 0))
             strip = 1 if batch > 0 else 0
 
@@ -98,7 +100,7 @@ class TritonClient:
         inp = self.lib.InferInput(input_info.name, list(batch.shape), input_info.datatype)
         inp.set_data_from_numpy(batch)
         requested = self.lib.InferRequestedOutput(output, class_count=top_k)
-        kwargs: dict[str, Any] = {"model_version": version, "outputs": [requested]}
+        kwargs: dict[str, Any] = {"model_version": version, "outputs": [requested], "headers": dict(self.headers)}
         if self.protocol == "grpc":
             kwargs["client_timeout"] = self.timeout_s
         result = self.client.infer(model, [inp], **kwargs)
@@ -106,7 +108,7 @@ class TritonClient:
 
     def is_ready(self) -> bool:
         try:
-            return bool(self.client.is_server_ready())
+            return bool(self.client.is_server_ready(headers=dict(self.headers)))
         except Exception:  # noqa: BLE001 - any failure means "not yet"
             return False
 
@@ -118,11 +120,13 @@ class TritonClient:
 _CLIENTS: dict[tuple[str, str], TritonClient] = {}
 
 
-def cached_client(url: str, protocol: str, timeout_s: float) -> TritonClient:
-    """One client per worker process and server: connections are reused across tasks."""
+def cached_client(url: str, protocol: str, timeout_s: float, headers: dict[str, str] | None = None) -> TritonClient:
+    """One client per worker process and server: connections are reused across tasks. The headers
+    (a token, re-read by each task since tokens are refreshed) replace the cached client's."""
     key = (url, protocol)
     if key not in _CLIENTS:
         _CLIENTS[key] = TritonClient(url, protocol, timeout_s)
+    _CLIENTS[key].headers = headers or {}
     return _CLIENTS[key]
 
 
@@ -139,13 +143,15 @@ def drop_client(url: str, protocol: str) -> None:
         client.close()
 
 
-NOT_RETRYABLE_STATUS = {"400", "StatusCode.INVALID_ARGUMENT"}
+NOT_RETRYABLE_STATUS = {
+    "400", "401", "403", "StatusCode.INVALID_ARGUMENT", "StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED",
+}
 
 
 def retryable(exc: Exception) -> bool:
     """Transport failures take many forms (socket errors, gevent's HTTPConnectionClosed, gRPC
     UNAVAILABLE or DEADLINE_EXCEEDED): retry all of them; only a request the server rejected as
-    invalid would fail again the same way."""
+    invalid, or the gateway refused for its token, would fail again the same way."""
     if isinstance(exc, InferenceServerException):
         return str(exc.status()) not in NOT_RETRYABLE_STATUS
     return True

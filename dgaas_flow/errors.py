@@ -7,7 +7,12 @@ class UserError(Exception):
     exit_code = 2
 
 
-class PilotError(RuntimeError):
-    """The Triton server could not be started or kept running; the message says what to do."""
+class ServiceError(RuntimeError):
+    """A server this package runs (a Triton pilot, the Envoy gateway) could not be started or kept
+    running; the message says what to do."""
 
     exit_code = 3
+
+
+class PilotError(ServiceError):
+    """The Triton server could not be started or kept running."""

@@ -96,11 +96,17 @@ class ClientSettings(Strict):
     backoff_s: float = Field(
         0.5, ge=0, description="longest first wait for the server to be ready again, doubled each retry"
     )
+    token_file: Path | None = Field(
+        None, description="bearer token file for the gateway; default: DGAAS_TOKEN, then WLCG token discovery"
+    )
 
 
 class ServerSpec(Strict):
     url: str | None = Field(
         None, description="explicit server, http://host:port or grpc://host:port; overrides discovery"
+    )
+    gateway: str | None = Field(
+        None, description="host:port of a dgaas-flow gateway (HTTP and gRPC on one port); overrides discovery"
     )
 
     @field_validator("url")
@@ -367,6 +373,8 @@ def _make_paths_absolute(wf: Workflow) -> None:
     wf.model.repository = (base / wf.model.repository).resolve()
     if not os.path.isabs(wf.inputs.files):
         wf.inputs.files = str(base / wf.inputs.files)
+    if wf.client.token_file is not None:
+        wf.client.token_file = (base / wf.client.token_file).resolve()
     if wf.outputs.dir is not None:
         wf.outputs.dir = (base / wf.outputs.dir).resolve()
     if wf.triton.binary and not os.path.isabs(wf.triton.binary) and "/" in wf.triton.binary:

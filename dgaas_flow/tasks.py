@@ -16,6 +16,7 @@ import numpy as np
 from parsl import python_app
 
 from dgaas_flow.client import ModelInfo, TensorInfo, cached_client, drop_client, retryable, wait_until_ready
+from dgaas_flow.gateway.tokens import optional_auth_headers
 from dgaas_flow.pilot.discovery import resolve_endpoint
 
 Item = tuple[str, str]  # (item id, file path)
@@ -37,6 +38,8 @@ class InferRequest:
     backoff_s: float = 0.5
     batch_size: int | None = None
     server_url: str | None = None
+    gateway: str | None = None
+    token_file: str | None = None
 
     @classmethod
     def from_workflow(cls, wf: Any) -> InferRequest:
@@ -45,6 +48,7 @@ class InferRequest:
             output_tensor=wf.outputs.tensor, top_k=wf.outputs.top_k, format=wf.inputs.format,
             protocol=wf.client.protocol, timeout_s=wf.client.timeout_s, retries=wf.client.retries,
             backoff_s=wf.client.backoff_s, batch_size=wf.client.batch_size, server_url=wf.server.url,
+            gateway=wf.server.gateway, token_file=str(wf.client.token_file) if wf.client.token_file else None,
         )
 
 
@@ -83,15 +87,18 @@ class _Session:
     def __init__(self, req: InferRequest):
         self.req = req
         self.url: str | None = None
+        self.headers: dict[str, str] | None = None
 
     def connect(self):
-        endpoint = resolve_endpoint(self.req.server_url)
+        if self.headers is None:
+            self.headers = optional_auth_headers(self.req.token_file)
+        endpoint = resolve_endpoint(self.req.server_url, gateway=self.req.gateway)
         url = endpoint.url(self.req.protocol)
         if url is None:
             raise ValueError(f"the server found offers no {self.req.protocol} endpoint; "
                              f"set client.protocol to the other one")
         self.url = url
-        return cached_client(url, self.req.protocol, self.req.timeout_s)
+        return cached_client(url, self.req.protocol, self.req.timeout_s, self.headers)
 
     def call(self, fn):
         """Run fn(client), retrying transport failures with backoff and a fresh connection."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -36,8 +37,6 @@ def stray_processes() -> list[str]:
 def no_strays_left():
     before = set(stray_processes())
     yield
-    import time
-
     deadline = time.monotonic() + 30
     left = [p for p in stray_processes() if p not in before]
     while left and time.monotonic() < deadline:
@@ -64,6 +63,17 @@ def copy_workflow(folder: Path, text: str, images: Path) -> Path:
     path = folder / "workflow.yaml"
     path.write_text(text)
     return path
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll until predicate() is truthy and return its value; fail the test after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):

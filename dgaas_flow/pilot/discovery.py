@@ -4,6 +4,9 @@
 2. DGAAS_TRITON_URL / DGAAS_TRITON_GRPC_URL, set by the pilot for the workers of its node
 3. TRITON_ADDRESS (and TRITON_GRPC_ADDRESS), published by the GlideinWMS glidein's setup script
 4. the endpoint file named by DGAAS_ENDPOINT_FILE (a standalone `dgaas-flow pilot start` writes one)
+5. the gateway: the workflow's `server.gateway`, or DGAAS_GATEWAY_URL (`dgaas-flow gateway start`
+   prints it), which reaches pilots anywhere with a token
+An explicit `server.gateway` counts as step 1: the workflow asked for it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,21 @@ def _with_scheme(address: str, scheme: str) -> str:
     return address if "://" in address else f"{scheme}://{address}"
 
 
-def resolve_endpoint(explicit_url: str | None = None, environ: Mapping[str, str] = os.environ) -> Endpoint:
+def _gateway(address: str) -> Endpoint:
+    address = address.split("://", 1)[-1]
+    return Endpoint(http_url=f"http://{address}", grpc_url=f"grpc://{address}", state="ready")
+
+
+def resolve_endpoint(
+    explicit_url: str | None = None, environ: Mapping[str, str] = os.environ, gateway: str | None = None
+) -> Endpoint:
     tried = []
     if explicit_url:
         key = "http_url" if explicit_url.startswith("http://") else "grpc_url"
         return Endpoint(**{key: explicit_url}, state="ready")
-    tried.append("workflow server.url: not set")
+    if gateway:
+        return _gateway(gateway)
+    tried.append("workflow server.url / server.gateway: not set")
 
     if environ.get(ENV_URL) or environ.get(ENV_GRPC_URL):
         return Endpoint(http_url=environ.get(ENV_URL) or None, grpc_url=environ.get(ENV_GRPC_URL) or None,
@@ -54,8 +66,12 @@ def resolve_endpoint(explicit_url: str | None = None, environ: Mapping[str, str]
     else:
         tried.append(f"{ENV_ENDPOINT_FILE}: not set")
 
+    if environ.get("DGAAS_GATEWAY_URL"):
+        return _gateway(environ["DGAAS_GATEWAY_URL"])
+    tried.append("DGAAS_GATEWAY_URL: not set")
+
     raise DiscoveryError(
         "no Triton server found; tried, in order: " + "; ".join(tried)
-        + ". Set server.url in the workflow, run inside a dgaas-flow pilot, or start one with "
-        "`dgaas-flow pilot start` and export DGAAS_ENDPOINT_FILE"
+        + ". Set server.url or server.gateway in the workflow, run inside a dgaas-flow pilot, start one "
+        "with `dgaas-flow pilot start` and export DGAAS_ENDPOINT_FILE, or export DGAAS_GATEWAY_URL"
     )

@@ -1,20 +1,18 @@
 """The endpoint a pilot publishes: where its Triton server answers, and in what state it is.
-
-Written atomically (write to a temporary file, then rename) so that a reader on a shared
-filesystem (a task, the campaign driver, the gateway) never sees half a file.
-"""
+Written atomically, for readers on a shared filesystem (tasks, the campaign driver, the gateway)."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from dgaas_flow.processes import write_atomic
 
 ENV_URL = "DGAAS_TRITON_URL"
 ENV_GRPC_URL = "DGAAS_TRITON_GRPC_URL"
@@ -66,11 +64,7 @@ class Endpoint(BaseModel):
         return env
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(self.model_dump_json(indent=2))
-        os.replace(tmp, path)
+        write_atomic(path, self.model_dump_json(indent=2))
 
     @classmethod
     def read(cls, path: Path) -> Endpoint:

@@ -3,53 +3,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import psutil
 
 from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
-from dgaas_flow.pilot.supervisor import Pilot, PilotConfig, log_tail
+from dgaas_flow.pilot.supervisor import Pilot, PilotConfig
+from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, terminate_pid
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-class Terminated(Exception):
-    """A stop signal arrived (scancel, condor_rm, Parsl scaling in, Ctrl-C)."""
-
-
-def _raise(signum: int, _frame: object) -> None:
-    raise Terminated(signum)
-
-
-@contextlib.contextmanager
-def stop_on_signals(pilot: Pilot) -> Iterator[None]:
-    """Signals end the pilot's work; the pilot itself is stopped last with signals ignored, so a
-    second signal cannot interrupt the stop and leave a server behind."""
-    previous = {s: signal.signal(s, _raise) for s in SIGNALS}
-    try:
-        yield
-    finally:
-        for s in SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
-        pilot.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+DEFAULT_PILOT_DIR = Path(os.environ.get("DGAAS_PILOT_DIR", Path.home() / ".dgaas-flow" / "pilot"))
 
 
 def wrap(config: PilotConfig, cmd: list[str], block: str | None = None) -> int:
     """Start the pilot, run cmd with the endpoint in its environment, stop the pilot when it ends."""
     pilot = Pilot(config, block=block)
     child: subprocess.Popen | None = None
-    with stop_on_signals(pilot):
+    with stop_on_signals(pilot.stop):
         try:
             endpoint = pilot.start()
             child = subprocess.Popen(cmd, env={**os.environ, **endpoint.worker_env(pilot.endpoint_file)})
@@ -69,11 +42,11 @@ def serve(config: PilotConfig, watch_pid: int | None = None) -> int:
     """Run until signalled or, with watch_pid, until that process ends (a glidein killed without
     its cleanup must not leave a server holding the GPU)."""
     pilot = Pilot(config)
-    with stop_on_signals(pilot):
+    with stop_on_signals(pilot.stop):
         try:
             endpoint = pilot.start()
             print(endpoint.model_dump_json(indent=2), flush=True)
-            while watch_pid is None or _alive(watch_pid):
+            while watch_pid is None or alive(watch_pid):
                 time.sleep(1.0)
             return 0
         except Terminated:
@@ -99,34 +72,16 @@ def start_daemon(serve_argv: list[str], state_dir: Path, timeout_s: float) -> tu
         if (endpoint is not None and endpoint.state == "failed") or proc.poll() is not None:
             break
         time.sleep(0.2)
-    _terminate_pid(proc.pid)
+    terminate_pid(proc.pid)
     reason = Endpoint.read(path).error if path.exists() else None
     raise PilotError(reason or f"the pilot did not become ready; {log}:\n{log_tail(log)}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _terminate_pid(pid: int, grace_s: float = 30.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def status(state_dir: Path) -> list[dict]:
     rows = []
     for e in read_registry(state_dir):
         row = json.loads(e.model_dump_json())
-        row["running"] = _alive(e.supervisor_pid) and e.state not in ("stopped", "failed")
+        row["running"] = alive(e.supervisor_pid) and e.state not in ("stopped", "failed")
         rows.append(row)
     return rows
 
@@ -136,8 +91,8 @@ def stop_all(state_dir: Path) -> int:
     stopped = 0
     for path in sorted(state_dir.glob("*.json")):
         endpoint = Endpoint.read(path)
-        if _alive(endpoint.supervisor_pid) and endpoint.state not in ("stopped", "failed"):
-            _terminate_pid(endpoint.supervisor_pid)
+        if alive(endpoint.supervisor_pid) and endpoint.state not in ("stopped", "failed"):
+            terminate_pid(endpoint.supervisor_pid)
             stopped += 1
         path.unlink(missing_ok=True)
     return stopped

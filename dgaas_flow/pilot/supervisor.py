@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot.endpoint import Endpoint
 from dgaas_flow.pilot.launch import LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
+from dgaas_flow.processes import log_tail
 from dgaas_flow.spec import TritonSettings
 
 STOP_GRACE_S = 8.0
@@ -52,19 +52,6 @@ def detect_gpus(environ: os._Environ | dict[str, str] = os.environ) -> list[str]
         if value and value not in ("-1", "NoDevFiles"):
             return [g.strip() for g in value.split(",") if g.strip()]
     return []
-
-
-_ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|\[dgaas-flow pilot)")
-
-
-def log_tail(path: Path, lines: int = 12) -> str:
-    """The server's error lines (Triton prints its model tables after them), else the last lines."""
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    errors = [line for line in text if _ERROR_LINE.match(line)]
-    return "\n".join((errors or text)[-lines:])
 
 
 _PILOTS_IN_PROCESS = itertools.count()

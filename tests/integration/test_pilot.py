@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -19,7 +18,7 @@ from dgaas_flow.pilot.endpoint import Endpoint
 from dgaas_flow.pilot.supervisor import Pilot
 from dgaas_flow.spec import TritonSettings
 from dgaas_flow.tasks import InferRequest, infer_items
-from tests.conftest import DIGITS, run_cli
+from tests.conftest import DIGITS, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 IMAGES = DIGITS / "data" / "images"
@@ -29,16 +28,6 @@ REPO = DIGITS / "model_repository"
 def some_items(n: int) -> list[tuple[str, str]]:
     paths = sorted(IMAGES.glob("*/*.png"))[:: 1797 // n][:n]
     return [(str(p.relative_to(IMAGES)), str(p)) for p in paths]
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def is_loopback(ip: str) -> bool:

@@ -1,0 +1,90 @@
+"""What every daemon this package runs (pilots, the gateway) needs: liveness checks, stopping a
+process, turning stop signals into an exception, atomic files, and the useful part of a log."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Terminated(Exception):
+    """A stop signal arrived (scancel, condor_rm, Parsl scaling in, Ctrl-C)."""
+
+
+def _raise(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals(cleanup: Callable[[], None]) -> Iterator[None]:
+    """Stop signals raise Terminated in the body; `cleanup` runs last with the signals ignored, so
+    a second signal cannot interrupt it and leave a server behind."""
+    previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        cleanup()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def alive(pid: int | None) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def terminate_pid(pid: int, grace_s: float = 30.0) -> None:
+    """SIGTERM, wait up to grace_s for the process to go, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a temporary file in the same folder, then rename it over path, so that a reader on a
+    shared filesystem (a task, the driver, Envoy's file watch) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|\[dgaas-flow pilot|\[\S+\]\[\w+\]\[(error|critical)\])")
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The log's error lines (Triton prints its model tables after them; Envoy tags them
+    [error]/[critical]), else its last lines."""
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    errors = [line for line in text if _ERROR_LINE.match(line)]
+    return "\n".join((errors or text)[-lines:])

@@ -1,0 +1,74 @@
+"""Campaigns through the gateway: CPU-only blocks (local provider, no pilot of their own) reach two
+real pilots through a real Envoy with a token; one pilot stops mid-campaign."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WORKFLOW, copy_workflow, run_cli, wait_for
+from tests.gateway.test_gateway import Servers, new_pilot, successes
+
+pytestmark = [pytest.mark.integration, pytest.mark.gateway]
+
+
+@pytest.fixture
+def two_pilots_behind_a_gateway(tmp_path, digits_data):
+    from dgaas_flow.gateway import Gateway, GatewaySettings
+
+    s = Servers(tmp_path / "servers")
+    try:
+        s.pilots = [new_pilot(s.registry, s.logs) for _ in range(2)]
+        s.gateway = Gateway(GatewaySettings(jwks=s.keys["jwks"], registry=[s.registry], sync_interval_s=0.3,
+                                            health_interval_s=0.5, health_timeout_s=0.5), s.root / "gateway")
+        s.gateway.start()
+        wait_for(lambda: sum(h["healthy"] for h in s.gateway.upstream_health()) == 4, what="healthy upstreams")
+        yield s
+    finally:
+        if s.gateway is not None:
+            s.gateway.stop()
+        for pilot in s.pilots:
+            pilot.stop()
+
+
+def gateway_workflow(tmp_path: Path, servers: Servers, digits_data: Path, chunk_size: int = 128) -> Path:
+    token = tmp_path / "token"
+    token.write_text(servers.token(scope="triton.infer"))
+    address = servers.gateway.state.http_url.split("://", 1)[1]
+    text = (WORKFLOW.read_text().replace("chunk_size: 128", f"chunk_size: {chunk_size}")
+            .replace("  retries: 3\n", f"  retries: 5\n  token_file: {token}\n")
+            + f"server:\n  gateway: {address}\n")
+    return copy_workflow(tmp_path / "wf", text, digits_data / "images")
+
+
+def test_campaign_through_the_gateway_uses_both_pilots(two_pilots_behind_a_gateway, tmp_path, digits_data):
+    servers = two_pilots_behind_a_gateway
+    before = [successes(p) for p in servers.pilots]
+    out = tmp_path / "run"
+    result = run_cli("run", gateway_workflow(tmp_path, servers, digits_data, chunk_size=16), "--out", out)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["items_ok"], summary["items_failed"]) == (1797, 0) and summary["accuracy"] >= 0.95
+    assert summary["pilots"] == [{"endpoint": servers.gateway.state.http_url, "items": 1797}]  # none of its own
+    served = [successes(p) - b for p, b in zip(servers.pilots, before, strict=True)]
+    assert all(n > 10 for n in served), served  # requests spread over both pilots
+
+
+def test_a_pilot_stopping_mid_campaign_loses_nothing(two_pilots_behind_a_gateway, tmp_path, digits_data):
+    servers = two_pilots_behind_a_gateway
+    out = tmp_path / "run"
+    results = out / "results.jsonl"
+    stopper = threading.Thread(target=lambda: (
+        wait_for(lambda: results.exists() and results.stat().st_size > 0, timeout=120, what="first results"),
+        servers.pilots[0].stop()))
+    stopper.start()
+    result = run_cli("run", gateway_workflow(tmp_path, servers, digits_data, chunk_size=8), "--out", out)
+    stopper.join()
+    assert result.returncode == 0, result.stderr
+    counts = Counter(json.loads(line)["id"] for line in results.open())
+    assert len(counts) == 1797 and set(counts.values()) == {1}
+    assert json.loads((out / "summary.json").read_text())["items_failed"] == 0
