@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, WORKFLOW, copy_workflow, run_cli
+from tests.conftest import DIGITS, ROOT, WORKFLOW, copy_workflow, run_cli, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.htcondor]
 CLUSTER = ROOT / "tests" / "clusters" / "htcondor"
@@ -27,7 +28,7 @@ def pool_env() -> dict[str, str]:
 
 
 def condor_q(env: dict[str, str]) -> list[str]:
-    out = subprocess.run(["condor_q", "-af:j", "JobStatus"], capture_output=True, text=True, env={**os.environ, **env})
+    out = subprocess.run(["condor_q", "-af", "JobStatus"], capture_output=True, text=True, env={**os.environ, **env})
     return out.stdout.split()
 
 
@@ -41,6 +42,9 @@ def htcondor_pool():
                              env={**os.environ, "DGAAS_HTCONDOR_BINDS": str(ROOT)})
     assert started.returncode == 0, f"the HTCondor test pool did not start:\n{started.stdout}\n{started.stderr}"
     env = pool_env()
+    for flags in (["-all"], ["-forcex", "-all"]):  # an earlier run's leftovers (Parsl's leave_in_queue)
+        subprocess.run(["condor_rm", *flags], capture_output=True, env={**os.environ, **env})
+    wait_for(lambda: not condor_q(env), timeout=60, what="an empty queue")
     yield env
     deadline = time.monotonic() + 60
     while condor_q(env) and time.monotonic() < deadline:
@@ -74,3 +78,57 @@ def pool_jobs(cluster: str, env: dict[str, str]) -> list[str]:
         out = subprocess.run([*cmd, "-af", "ClusterId"], capture_output=True, text=True, env={**os.environ, **env})
         found += out.stdout.split()
     return found
+
+
+def reconfigure_startd(env: dict[str, str], lines: list[str]) -> None:
+    """Add (or, with no lines, remove) startd settings in the pool's config and reconfigure."""
+    path = POOL_DIR / "pool" / "etc" / "config.d" / "60-glidein-triton.conf"
+    if lines:
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.unlink(missing_ok=True)
+    subprocess.run(["condor_reconfig"], check=True, capture_output=True, env={**os.environ, **env})
+
+
+def test_glideinwms_blocks_run_only_where_the_glidein_started_triton(htcondor_pool, tmp_path, digits_data):
+    """The glidein path: the factory custom script runs as a glidein runs it (helpers: the documented-
+    interface stand-ins of tests/glidein, since no factory can exist here); a glideinwms campaign's block
+    does not match the slot while it advertises no Triton (a glidein with the switch off), then runs
+    once the startd advertises what the script published, the way condor_startup.sh makes it do
+    (startd config values, STARTD_ATTRS, STARTER_JOB_ENVIRONMENT); its tasks use that server."""
+    from tests.glidein.test_glidein_scripts import STANDIN, condor_startup_view, make_glidein
+
+    glidein = make_glidein(tmp_path / "glidein", STANDIN, GLIDEIN_USE_TRITON="True", TRITON_MODELS="digits",
+                           TRITON_MODEL_REPOSITORY=str(DIGITS / "model_repository"), TRITON_LAUNCH="binary",
+                           TRITON_REQUIRE_GPU="False")
+    setup = glidein.setup()
+    assert setup.returncode == 0, setup.stderr
+    driver = None
+    try:
+        startd, published, job_env = condor_startup_view(glidein.config, glidein.condor_vars)
+        profile = ROOT / "providers" / "glideinwms-local.yaml"
+        text = WORKFLOW.read_text().replace("provider: local", f"provider: {profile}")
+        out = tmp_path / "run"
+        workflow = copy_workflow(tmp_path / "wf", text, digits_data / "images")
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "dgaas_flow", "run", str(workflow), "--out", str(out), "--progress", "quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **htcondor_pool})
+        wait_for(lambda: condor_q(htcondor_pool) == ["1"], timeout=60, what="an idle block")
+        time.sleep(5)  # several negotiation cycles (1 s each): a slot without Triton never matches
+        assert condor_q(htcondor_pool) == ["1"] and not (out / "results.jsonl").stat().st_size
+
+        environment = " ".join(f"{k}={v}" for k, v in job_env.items())
+        reconfigure_startd(htcondor_pool, [f"{k} = {v}" for k, v in startd.items()] + [
+            f"STARTD_ATTRS = $(STARTD_ATTRS) {' '.join(published)}",
+            f'STARTER_JOB_ENVIRONMENT = "{environment}"',
+        ])
+        _, err = driver.communicate(timeout=300)
+        assert driver.returncode == 0, err
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["items_ok"], summary["items_failed"]) == (1797, 0) and summary["accuracy"] >= 0.95
+        assert summary["pilots"] == [{"endpoint": f"http://{glidein.config['TRITON_ADDRESS']}", "items": 1797}]
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+        reconfigure_startd(htcondor_pool, [])
+        assert glidein.cleanup().returncode == 0

@@ -24,7 +24,7 @@ POOL_USER=dgaas         # the user the whole pool (daemons and jobs) runs as
 POOL_UID=1000           # host root is mapped to this uid in a user namespace
 POOL_GID=1000
 DOMAIN=dgaas.local      # UID_DOMAIN and TRUST_DOMAIN
-WRAPPED_TOOLS="condor_submit condor_q condor_rm condor_status condor_history condor_config_val condor_token_create condor_version condor_off condor_who"
+WRAPPED_TOOLS="condor_submit condor_q condor_rm condor_status condor_history condor_config_val condor_token_create condor_version condor_off condor_who condor_reconfig"
 
 log() { echo "htcondor: $*" >&2; }
 die() { echo "htcondor: ERROR: $*" >&2; exit 1; }
