@@ -62,6 +62,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_glidein_render(args: argparse.Namespace) -> int:
+    from dgaas_flow.glidein import GlideinSettings, render
+
+    print(render(GlideinSettings(
+        model_repository=args.model_repository, models=[m for m in args.models.split(",") if m],
+        python=args.python, launch=args.launch, image=args.image, client_image=args.client_image,
+    )), end="")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from dgaas_flow.spec import validate_file
 
@@ -211,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of a workflow or provider file")
     p.add_argument("which", choices=["workflow", "provider"])
     p.set_defaults(func=_cmd_schema)
+
+    glidein = sub.add_parser("glidein", help="GlideinWMS: start Triton in glideins").add_subparsers(
+        dest="glidein", required=True)
+    p = glidein.add_parser("render", help="print the factory/frontend entries and the jobs' submit lines")
+    p.add_argument("--model-repository", required=True, help="the model repository as seen on the nodes")
+    p.add_argument("--models", default="", help="comma list of models to load (default: all)")
+    p.add_argument("--python", default=sys.executable, help="a python with dgaas-flow on the nodes")
+    p.add_argument("--launch", choices=["apptainer", "binary", "docker"], default="apptainer")
+    p.add_argument("--image", help="Triton server image (default: the script's CVMFS image)")
+    p.add_argument("--client-image", help="a light client image for the jobs (mapped by SINGULARITY_IMAGES_DICT)")
+    p.set_defaults(func=_cmd_glidein_render)
 
     pilot = sub.add_parser("pilot", help="run a Triton pilot").add_subparsers(dest="pilot", required=True)
     for name, func, helptext in (

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from dgaas_flow.errors import UserError
+from dgaas_flow.glidein import JOB_REQUIREMENTS
 
 BUILTIN_PROVIDERS = Path(__file__).resolve().parent.parent / "providers"
 
@@ -173,7 +174,8 @@ class GlideinWMSProviderSpec(CondorProviderSpec):
 
     kind: Literal["glideinwms"]  # type: ignore[assignment]
     triton_requirements: str = Field(
-        "TARGET.TRITON_READY =?= True", description="selects glideins that advertise a ready Triton server"
+        JOB_REQUIREMENTS,
+        description="selects glideins that advertise a ready Triton server (and whose health cron agrees)"
     )
 
 
