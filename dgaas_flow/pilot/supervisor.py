@@ -31,6 +31,7 @@ from dgaas_flow.processes import log_tail
 from dgaas_flow.spec import TritonSettings
 
 STOP_GRACE_S = 8.0
+PORT_ATTEMPTS = 3
 POLL_S = 0.2
 
 
@@ -67,15 +68,11 @@ class Pilot:
         self.log_file = config.log_dir / f"{self.name}.log"
         self.endpoint_file = config.registry / f"{self.name}.json" if config.registry else None
         settings = config.triton
-        self.ports = ports = Ports(*free_ports(3, settings.listen))
         self.plan: LaunchPlan | None = None
         listen = settings.listen
-        advertised = "127.0.0.1" if listen in ("127.0.0.1", "localhost") else host if listen == "0.0.0.0" else listen
-        self.probe_url = f"http://{'127.0.0.1' if listen == '0.0.0.0' else advertised}:{ports.http}"
+        self._advertised = "127.0.0.1" if listen in ("127.0.0.1", "localhost") else host if listen == "0.0.0.0" \
+            else listen
         self.endpoint = Endpoint(
-            http_url=f"http://{advertised}:{ports.http}",
-            grpc_url=f"grpc://{advertised}:{ports.grpc}",
-            metrics_url=f"http://{advertised}:{ports.metrics}/metrics",
             models=list(config.models),
             gpus=self.gpus,
             block=block,
@@ -89,6 +86,15 @@ class Pilot:
         self._misses = 0  # failed health probes in a row
         self._next_probe = 0.0
         self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
+        self._use_ports(Ports(*free_ports(3, listen)))
+
+    def _use_ports(self, ports: Ports) -> None:
+        self.ports = ports
+        host = "127.0.0.1" if self.config.triton.listen == "0.0.0.0" else self._advertised
+        self.probe_url = f"http://{host}:{ports.http}"
+        self.endpoint.http_url = f"http://{self._advertised}:{ports.http}"
+        self.endpoint.grpc_url = f"grpc://{self._advertised}:{ports.grpc}"
+        self.endpoint.metrics_url = f"http://{self._advertised}:{ports.metrics}/metrics"
 
     # ---------------------------------------------------------------- public API
 
@@ -102,6 +108,8 @@ class Pilot:
                 break
         if self._error:
             raise self._error
+        if not self._ready.is_set():
+            raise PilotError(f"the pilot's supervisor ended before the server was ready; log {self.log_file}")
         return self.endpoint
 
     def stop(self) -> None:
@@ -124,10 +132,23 @@ class Pilot:
 
     # ---------------------------------------------------------------- the owning thread
 
+    def _first_start(self) -> None:
+        """Free ports are chosen before the server binds them; another process may take one
+        meanwhile (glideins share nodes): then choose again. Restarts keep their ports."""
+        for attempt in range(PORT_ATTEMPTS):
+            self.plan = self._make_plan()
+            try:
+                self._spawn_until_ready()
+                return
+            except PilotError as exc:
+                if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self._log(f"a port was taken before the server bound it; new ports ({exc})")
+                self._use_ports(Ports(*free_ports(3, self.config.triton.listen)))
+
     def _own_server(self) -> None:
         try:
-            self.plan = self._make_plan()
-            self._spawn_until_ready()
+            self._first_start()
         except PilotError as exc:
             self._error = exc
             self.endpoint.error = str(exc)

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from dgaas_flow.pilot.endpoint import read_registry
-from tests.conftest import WORKFLOW, copy_workflow, stray_processes
+from tests.conftest import WORKFLOW, copy_workflow, stray_processes, wait_for
 from tests.integration.conftest import FAULT_ROWS
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -171,3 +171,19 @@ def test_sigterm_stops_the_campaign_and_everything_it_started(tmp_path, digits_d
     assert summary["complete"] is False and summary["items_ok"] >= 100
     assert all(p["state"] == "stopped" for p in summary["pilots"])
     assert not [p for p in stray_processes() if str(out) in p]
+
+
+def test_a_second_sigint_exits_at_once_and_nothing_survives(tmp_path, digits_data):
+    out = tmp_path / "run"
+    driver = start_run(fault_workflow(tmp_path / "wf", digits_data / "images", chunk_size=16), out)
+    wait_results(out, 100)
+    driver.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130 and time.monotonic() - started < 5, err
+    # whatever the first signal had not stopped yet stops by itself: the interchange dies with the
+    # driver, the worker pool misses its heartbeats, the pilot stops its server
+    wait_for(lambda: not [p for p in stray_processes() if str(out) in p or "interchange" in p], timeout=90,
+             what="the interrupted run's processes to end")

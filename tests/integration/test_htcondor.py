@@ -127,6 +127,15 @@ def test_glideinwms_blocks_run_only_where_the_glidein_started_triton(htcondor_po
         summary = json.loads((out / "summary.json").read_text())
         assert (summary["items_ok"], summary["items_failed"]) == (1797, 0) and summary["accuracy"] >= 0.95
         assert summary["pilots"] == [{"endpoint": f"http://{glidein.config['TRITON_ADDRESS']}", "items": 1797}]
+
+        # the gateway's collector source finds the same glidein through the real collector
+        found = subprocess.run(
+            [sys.executable, "-c", "from dgaas_flow.gateway.discovery import CollectorSource\n"
+             "print(*[f'{t.http[1]} {t.grpc[1]}' for t in CollectorSource().targets()], sep='\\n')"],
+            capture_output=True, text=True, env={**os.environ, **htcondor_pool})
+        assert found.returncode == 0, found.stderr
+        ports = [glidein.config[k].rsplit(":", 1)[1] for k in ("TRITON_ADDRESS", "TRITON_GRPC_ADDRESS")]
+        assert found.stdout.split("\n")[:1] == [" ".join(ports)]
     finally:
         if driver is not None and driver.poll() is None:
             driver.kill()

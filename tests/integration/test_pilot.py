@@ -146,3 +146,31 @@ def test_wrap_stops_server_and_command_on_sigterm(tmp_path, digits_data):
     assert proc.wait(30) == 143
     assert gone(endpoint.pid) and all(gone(c.pid) for c in sleeper)
     assert Endpoint.read(next(tmp_path.glob("*.json"))).state == "stopped"
+
+
+def test_a_port_taken_before_the_server_binds_it_means_new_ports(pilot_config, monkeypatch):
+    import socket
+
+    import dgaas_flow.pilot.supervisor as supervisor
+
+    thief = socket.socket()
+    thief.bind(("127.0.0.1", 0))
+    thief.listen()
+    taken = thief.getsockname()[1]
+    real_free_ports, calls = supervisor.free_ports, []
+
+    def first_choice_taken(n: int, host: str) -> list[int]:
+        calls.append(n)
+        return [taken, *real_free_ports(n - 1, host)] if len(calls) == 1 else real_free_ports(n, host)
+
+    monkeypatch.setattr(supervisor, "free_ports", first_choice_taken)
+    pilot = Pilot(pilot_config)  # chose its ports; another process took the HTTP one meanwhile
+    try:
+        endpoint = pilot.start()
+        assert endpoint.state == "ready" and not endpoint.http_url.endswith(f":{taken}")
+        assert f"Socket '127.0.0.1:{taken}' already in use" in Path(endpoint.log).read_text()
+        out = infer_items(some_items(3), InferRequest(model="digits", server_url=endpoint.http_url))
+        assert all(r["ok"] for r in out["results"])
+    finally:
+        pilot.stop()
+        thief.close()
