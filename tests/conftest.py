@@ -18,19 +18,22 @@ WORKFLOW = DIGITS / "workflow.yaml"
 STRAY_NAMES = ("tritonserver", "triton_python_backend_stub", "process_worker_pool", "interchange.py")
 
 
-def stray_processes() -> list[str]:
-    """Servers and workers whose command line mentions this checkout's model repositories or runs."""
+def processes_mentioning(*needles: str) -> list[str]:
+    """Live processes (not zombies, not this one) whose command line contains one of needles."""
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])
         except psutil.Error:
             continue
-        if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
-            continue
-        if any(name in cmd for name in STRAY_NAMES):
-            found.append(f"{proc.pid}: {cmd[:160]}")
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.pid != os.getpid() and any(n in cmd for n in needles):
+            found.append(f"{proc.pid}: {cmd[:200]}")
     return found
+
+
+def stray_processes() -> list[str]:
+    """Triton servers, their stubs, and Parsl workers and interchanges."""
+    return processes_mentioning(*STRAY_NAMES)
 
 
 @pytest.fixture(scope="session", autouse=True)

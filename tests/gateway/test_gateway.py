@@ -7,6 +7,7 @@ a new one registered while the same Envoy keeps running."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -15,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +64,12 @@ class Servers:
         return issue_token(self.keys["private"], **{"sub": "tester", **kw})
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory, digits_data):
-    s = Servers(tmp_path_factory.mktemp("gateway"))
+@contextlib.contextmanager
+def two_pilots_and_a_gateway(root: Path) -> Iterator[Servers]:
+    """Two real pilots publishing into one registry, and a gateway in front of them, all healthy."""
+    s = Servers(root)
     try:
-        s.pilots = [new_pilot(s.registry, s.logs) for i in range(2)]
+        s.pilots = [new_pilot(s.registry, s.logs) for _ in range(2)]
         settings = GatewaySettings(jwks=s.keys["jwks"], registry=[s.registry], sync_interval_s=0.3,
                                    health_interval_s=0.5, health_timeout_s=0.5)
         s.gateway = Gateway(settings, s.root / "gateway")
@@ -81,6 +84,12 @@ def servers(tmp_path_factory, digits_data):
             t.start()
         for t in stoppers:
             t.join()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, digits_data):
+    with two_pilots_and_a_gateway(tmp_path_factory.mktemp("gateway")) as s:
+        yield s
 
 
 def images(n: int) -> np.ndarray:

@@ -11,28 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKFLOW, copy_workflow, run_cli, wait_for
-from tests.gateway.test_gateway import Servers, new_pilot, successes
+from tests.gateway.test_gateway import Servers, successes, two_pilots_and_a_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.gateway]
 
 
 @pytest.fixture
 def two_pilots_behind_a_gateway(tmp_path, digits_data):
-    from dgaas_flow.gateway import Gateway, GatewaySettings
-
-    s = Servers(tmp_path / "servers")
-    try:
-        s.pilots = [new_pilot(s.registry, s.logs) for _ in range(2)]
-        s.gateway = Gateway(GatewaySettings(jwks=s.keys["jwks"], registry=[s.registry], sync_interval_s=0.3,
-                                            health_interval_s=0.5, health_timeout_s=0.5), s.root / "gateway")
-        s.gateway.start()
-        wait_for(lambda: sum(h["healthy"] for h in s.gateway.upstream_health()) == 4, what="healthy upstreams")
-        yield s
-    finally:
-        if s.gateway is not None:
-            s.gateway.stop()
-        for pilot in s.pilots:
-            pilot.stop()
+    with two_pilots_and_a_gateway(tmp_path / "servers") as servers:
+        yield servers
 
 
 def gateway_workflow(tmp_path: Path, servers: Servers, digits_data: Path, chunk_size: int = 128) -> Path:

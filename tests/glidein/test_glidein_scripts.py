@@ -25,10 +25,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.conftest import DIGITS, ROOT
+from tests.conftest import DIGITS, ROOT, processes_mentioning
 
 pytestmark = [pytest.mark.integration, pytest.mark.glidein]
 
@@ -165,18 +164,6 @@ def make_glidein(tmp_path: Path, helpers: Path, **attrs: str) -> Glidein:
     subprocess.run([str(STANDIN / "make_glidein.sh"), str(work_dir), "test_entry", *pairs], check=True,
                    env={**env, "GWMS_HELPERS_DIR": str(helpers)}, capture_output=True)
     return Glidein(work_dir, env)
-
-
-def processes_mentioning(*needles: str) -> list[str]:
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-        except psutil.Error:
-            continue
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.pid != os.getpid() and any(n in cmd for n in needles):
-            found.append(f"{proc.pid}: {cmd[:200]}")
-    return found
 
 
 def assert_nothing_left(*needles: str, timeout: float = 15.0) -> None:

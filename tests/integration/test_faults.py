@@ -111,28 +111,33 @@ def test_server_sigkilled_every_few_seconds_loses_nothing(tmp_path, digits_data)
     assert summary["restarts"] >= len(kills) - 1  # the last kill may land as the campaign ends
 
 
-def test_hung_server_is_detected_and_replaced(tmp_path, digits_data):
+def digits_campaign_with_fault(tmp_path: Path, images: Path, fault: str, inject) -> dict:
+    """The digits campaign, with `inject(run folder)` once 100 items are done; checked exactly."""
     out = tmp_path / "run"
-    driver = start_run(fault_workflow(tmp_path / "wf", digits_data / "images", chunk_size=16), out)
+    driver = start_run(fault_workflow(tmp_path / "wf", images, chunk_size=16), out)
     wait_results(out, 100)
-    os.kill(ready_server_pid(out), signal.SIGSTOP)
+    inject(out)
     _, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err
-    summary = check_exactly_once(out, 1797, "tritonserver SIGSTOP (hung)", 1)
+    return check_exactly_once(out, 1797, fault, 1)
+
+
+def test_hung_server_is_detected_and_replaced(tmp_path, digits_data):
+    summary = digits_campaign_with_fault(tmp_path, digits_data / "images", "tritonserver SIGSTOP (hung)",
+                                         lambda out: os.kill(ready_server_pid(out), signal.SIGSTOP))
     assert summary["restarts"] >= 1 and summary["items_failed"] == 0
 
 
-def test_lost_worker_pool_is_replaced_by_a_new_block(tmp_path, digits_data):
-    out = tmp_path / "run"
-    driver = start_run(fault_workflow(tmp_path / "wf", digits_data / "images", chunk_size=16), out)
-    wait_results(out, 100)
+def kill_worker_pool(out: Path) -> None:
     commands = {p: " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])}
     (pool,) = [p for p, cmd in commands.items()
                if "process_worker_pool" in cmd and str(out) in cmd and "pilot wrap" not in cmd]
     pool.kill()
-    _, err = driver.communicate(timeout=300)
-    assert driver.returncode == 0, err
-    summary = check_exactly_once(out, 1797, "Parsl worker pool SIGKILL (block lost)", 1)
+
+
+def test_lost_worker_pool_is_replaced_by_a_new_block(tmp_path, digits_data):
+    summary = digits_campaign_with_fault(tmp_path, digits_data / "images", "Parsl worker pool SIGKILL (block lost)",
+                                         kill_worker_pool)
     assert summary["items_failed"] == 0
     assert len(summary["pilots"]) == 2  # the lost block's pilot stopped; a new block brought its own
 
@@ -148,10 +153,8 @@ def test_killed_driver_leaves_nothing_behind_and_a_rerun_completes(tmp_path, dig
         f.write('{"id": "torn')  # as if the driver died in the middle of a line
     # the interchange dies with the driver; the worker pool misses its heartbeats and exits, and
     # the pilot stops its server: nothing of the killed run may survive
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and [p for p in stray_processes() if str(out) in p or "interchange" in p]:
-        time.sleep(0.5)
-    assert not [p for p in stray_processes() if str(out) in p or "interchange" in p]
+    wait_for(lambda: not [p for p in stray_processes() if str(out) in p or "interchange" in p], timeout=60,
+             what="the killed run's processes to end")
 
     rerun = start_run(workflow, out)
     _, err = rerun.communicate(timeout=300)

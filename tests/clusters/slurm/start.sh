@@ -11,8 +11,9 @@
 # Stop it with stop.sh next to this file.
 set -euo pipefail
 
-DIR=${DGAAS_SLURM_DIR:-/var/tmp/dgaas-slurm}
-DIR=${DIR%/}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 NODE=localhost
 NCPU=8
 NGPU=2
@@ -22,12 +23,9 @@ CONF=$CONF_DIR/slurm.conf
 GRES_CONF=$CONF_DIR/gres.conf
 MUNGE_SOCKET_DIR=/run/munge          # default socket (see README): clients need no AuthInfo
 MUNGE_KEY=$DIR/munge/munge.key
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
-export SLURM_CONF=$CONF
 # Settings of the caller must not leak into scontrol/sinfo/daemons.
 unset SLURM_CLUSTERS SLURM_PARTITION SBATCH_PARTITION SLURM_TIME_FORMAT || true
 
-msg() { echo "slurm: $*" >&2; }
 die() {  # die MESSAGE [LOGFILE...]
     local m=$1 f
     shift
@@ -41,35 +39,7 @@ die() {  # die MESSAGE [LOGFILE...]
     exit 1
 }
 
-# A process that exists and is not a zombie (PID 1 may be slow to reap).
-alive() { local st; st=$(grep -m1 '^State:' "/proc/$1/status" 2>/dev/null) && [[ $st != *Z* ]]; }
-
-# PIDs of *our* daemons: process name NAME whose command line mentions $DIR.
-our_pids() {
-    local p
-    for p in $(pgrep -x "$1" 2>/dev/null || true); do
-        alive "$p" || continue
-        if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$DIR/"; then
-            echo "$p"
-        fi
-    done
-}
 running() { [[ -n $(our_pids "$1") ]]; }
-
-stop_daemon() {  # stop_daemon NAME: SIGTERM, wait on the PIDs (not the pid file), then SIGKILL
-    local name=$1 pids p i
-    pids=$(our_pids "$name")
-    [[ -z $pids ]] && return 0
-    kill -TERM $pids 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        for p in $pids; do alive "$p" && break; p=; done
-        [[ -z ${p:-} ]] && return 0
-        sleep 0.1
-    done
-    msg "$name did not stop within 15 s, killing it"
-    kill -KILL $pids 2>/dev/null || true
-    sleep 0.2
-}
 
 munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
