@@ -270,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path the user gave that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except ServiceError as exc:
         print(f"error: {'pilot' if isinstance(exc, PilotError) else 'gateway'}: {exc}", file=sys.stderr)
         return exc.exit_code

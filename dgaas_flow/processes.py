@@ -9,6 +9,8 @@ import re
 import signal
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -52,13 +54,13 @@ def alive(pid: int | None) -> bool:
 
 def terminate_pid(pid: int, grace_s: float = 30.0) -> None:
     """SIGTERM, wait up to grace_s for the process to go, then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if alive(pid):
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -74,6 +76,21 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
+    """(status, body) of a GET to a server of ours, never through $http_proxy: on a cluster node a
+    site proxy would otherwise receive the probes of 127.0.0.1. (None, b"") when nothing answers."""
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return None, b""
 
 
 _ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|\[dgaas-flow pilot|\[\S+\]\[\w+\]\[(error|critical)\])")

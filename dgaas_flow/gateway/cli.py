@@ -10,6 +10,7 @@ import argparse
 import getpass
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from dgaas_flow.errors import UserError
 from dgaas_flow.gateway import tokens
 from dgaas_flow.gateway.envoy import EnvoyError
 from dgaas_flow.pilot.run import DEFAULT_PILOT_DIR
-from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, terminate_pid
+from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, terminate_pid, write_atomic
 
 DEFAULT_GATEWAY_DIR = Path(os.environ.get("DGAAS_GATEWAY_DIR", Path.home() / ".dgaas-flow" / "gateway"))
 
@@ -69,7 +70,8 @@ def _settings(args: argparse.Namespace):
     try:
         return GatewaySettings(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        raise UserError(f"gateway options: {exc}") from None
+        raise UserError("; ".join(f"gateway option {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                  for e in exc.errors())) from None
 
 
 def _serve_argv(args: argparse.Namespace, jwks: Path) -> list[str]:
@@ -155,11 +157,15 @@ def _cmd_gateway_serve(args: argparse.Namespace) -> int:
     raise AssertionError("unreachable")
 
 
-def _is_envoy(pid: int | None) -> bool:
+def _cmdline(pid: int | None) -> str:
     try:
-        return bool(pid) and "envoy" in " ".join(psutil.Process(pid).cmdline())
+        return " ".join(psutil.Process(pid).cmdline()) if pid else ""
     except psutil.Error:
-        return False
+        return ""
+
+
+def _is_envoy(pid: int | None) -> bool:
+    return "envoy" in _cmdline(pid)
 
 
 def _cmd_gateway_status(args: argparse.Namespace) -> int:
@@ -180,10 +186,12 @@ def _cmd_gateway_status(args: argparse.Namespace) -> int:
 def _cmd_gateway_stop(args: argparse.Namespace) -> int:
     state_dir = Path(args.dir).resolve()
     state = _read_state(state_dir)
+    if state is not None and state.host != socket.gethostname():
+        raise UserError(f"the gateway of {state_dir} runs on {state.host}: run `dgaas-flow gateway stop` there")
     if state is None or not (alive(state.pid) or _is_envoy(state.envoy_pid)):
         print(f"no gateway running from {state_dir}")
         return 0
-    if alive(state.pid) and state.pid != os.getpid():
+    if alive(state.pid) and state.pid != os.getpid() and "dgaas_flow" in _cmdline(state.pid):
         terminate_pid(state.pid)
     if _is_envoy(state.envoy_pid):  # its supervisor was killed without stopping it
         terminate_pid(state.envoy_pid)
@@ -253,12 +261,12 @@ def _scopes(values: list[str]) -> list[str]:
 
 def _cmd_token_issue(args: argparse.Namespace) -> int:
     key = Path(args.key).expanduser() if args.key else tokens.default_key_dir() / tokens.PRIVATE_KEY
-    token = tokens.issue_token(key, sub=args.sub, scope=_scopes(args.scope), issuer=args.issuer,
+    token = tokens.issue_token(key, sub=args.sub or getpass.getuser(), scope=_scopes(args.scope), issuer=args.issuer,
                                audience=args.audience, lifetime=args.lifetime)
     if args.out:
         out = Path(args.out).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
-        tokens._write_private(out, (token + "\n").encode())
+        write_atomic(out, (token + "\n").encode())  # mode 0600, never through a planted link
         print(f"token written to {out}; export BEARER_TOKEN_FILE={out.resolve()}", file=sys.stderr)
     else:
         print(token)
@@ -289,7 +297,7 @@ def add_token_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", action="append", default=[],
                    help="triton.infer (default) or triton.admin; repeatable or space separated")
     p.add_argument("--lifetime", default="3h", help="e.g. 3h, 90m, 3600 (default 3h)")
-    p.add_argument("--sub", default=getpass.getuser(), help="the token's subject (default: your user name)")
+    p.add_argument("--sub", help="the token's subject (default: your user name)")
     p.add_argument("--issuer", default=tokens.DEFAULT_ISSUER)
     p.add_argument("--audience", default=tokens.DEFAULT_AUDIENCE)
     p.add_argument("--out", help="write the token to this file (mode 0600) instead of printing it")

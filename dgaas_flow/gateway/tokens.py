@@ -2,8 +2,9 @@
 
 A token carries `iss`, `aud`, `sub`, `scope` (space separated: `triton.infer` for inference,
 metadata and health calls; `triton.admin` adds the model-repository, shared-memory, trace and
-logging calls), `exp`, `iat`, `nbf`, `jti` and `ver` ("scitoken:2.0"). The private key signs,
-the gateway only ever sees the public JWKS.
+logging calls), `exp`, `iat`, `nbf`, `jti` and `ver` ("scitoken:2.0"). The private key signs;
+Envoy is given only the public JWKS (`gateway start --key` also accepts the private key file and
+derives the public half from it, but the gateway needs only jwks.json).
 
 A client finds its token in this order (`find_token`): an explicit value > `DGAAS_TOKEN` > the
 WLCG Bearer Token Discovery steps: `BEARER_TOKEN` > the file named by `BEARER_TOKEN_FILE` >
@@ -69,22 +70,13 @@ def generate_keypair(key_dir: Path, force: bool = False) -> dict[str, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    _write_private(private_path, pem)
+    write_atomic(private_path, pem)  # mkstemp: mode 0600, O_EXCL, never through a planted link
     public_path = key_dir / PUBLIC_KEY
     write_atomic(public_path, key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     jwks_path = key_dir / JWKS_FILE
     write_atomic(jwks_path, json.dumps(jwks([key.public_key()]), indent=2).encode())
     return {"private": private_path, "public": public_path, "jwks": jwks_path}
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -113,7 +105,7 @@ def load_public_keys(path: Path) -> list[ec.EllipticCurvePublicKey]:
             keys = [k.key for k in jwt.PyJWKSet.from_json(text).keys]
         except (jwt.PyJWTError, ValueError, KeyError) as exc:
             raise TokenError(f"{path}: not a usable JWKS ({exc})") from None
-        found = [k for k in keys if isinstance(k, ec.EllipticCurvePublicKey)]
+        found = [k for k in keys if isinstance(k, ec.EllipticCurvePublicKey) and k.curve.name == "secp256r1"]
         if not found:
             raise TokenError(f"{path}: the JWKS holds no EC P-256 public key")
         return found
@@ -123,8 +115,8 @@ def load_public_keys(path: Path) -> list[ec.EllipticCurvePublicKey]:
         key = serialization.load_pem_public_key(data)
     except ValueError as exc:
         raise TokenError(f"{path}: not a JWKS, a public PEM or a private PEM ({exc})") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise TokenError(f"{path}: expected an EC P-256 public key")
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise TokenError(f"{path}: expected an EC P-256 (ES256) public key")
     return [key]
 
 
@@ -227,13 +219,6 @@ def has_scope(claims: Mapping[str, Any], scope: str) -> bool:
     return scope in scopes or (scope == SCOPE_INFER and SCOPE_ADMIN in scopes)
 
 
-def unverified_claims(token: str) -> dict[str, Any]:
-    try:
-        return jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise TokenError(f"not a JWT: {exc}") from None
-
-
 # ------------------------------------------------------------------------------------ discovery
 
 
@@ -287,9 +272,12 @@ def optional_auth_headers(token_file: str | None = None) -> dict[str, str]:
     by discovery, else none (a pilot reached directly needs none; the gateway then answers 401)."""
     if token_file:
         try:
-            return auth_headers(Path(token_file).read_text())
+            token = Path(token_file).read_text().strip()
         except OSError as exc:
             raise TokenError(f"client.token_file {token_file}: cannot read ({exc.strerror})") from None
+        if not token:
+            raise TokenError(f"client.token_file {token_file}: the file is empty")
+        return auth_headers(token)
     try:
         return auth_headers()
     except TokenError:

@@ -15,8 +15,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot.endpoint import Endpoint
 from dgaas_flow.pilot.launch import LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
-from dgaas_flow.processes import log_tail
+from dgaas_flow.processes import http_get, log_tail
 from dgaas_flow.spec import TritonSettings
 
 STOP_GRACE_S = 8.0
@@ -255,11 +253,7 @@ class Pilot:
         )
 
     def is_ready(self, timeout: float) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.probe_url}/v2/health/ready", timeout=timeout) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_get(f"{self.probe_url}/v2/health/ready", timeout)[0] == 200
 
     def _terminate(self, kill: bool = False) -> None:
         """Stop the server: SIGTERM and a grace period, or at once with kill=True (a hung or

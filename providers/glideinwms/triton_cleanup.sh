@@ -41,19 +41,29 @@ if [[ -n "$py" ]] && "$py" -c 'import dgaas_flow' 2>/dev/null; then
     [[ $still_running -eq 0 ]] && left="a pilot is still running in $state_dir" || left=""
 else
     # the python is gone (e.g. its CVMFS is unmounted): stop the supervisors named in the endpoint
-    # files directly; each stops its server on SIGTERM (and the server dies with it: PDEATHSIG)
+    # files directly; each stops its server on SIGTERM (and the server dies with it: PDEATHSIG).
+    # Only a pilot still starting or running, and only a pid that is still a dgaas-flow process
+    # (over a long glidein a pid may have been reused by a user job).
     left=""
     for f in "$state_dir"/*.json; do
         [[ -e "$f" ]] || continue
+        state=$(sed -n 's/.*"state": *"\([a-z]*\)".*/\1/p' "$f" | head -n 1)
         pid=$(sed -n 's/.*"supervisor_pid": *\([0-9][0-9]*\).*/\1/p' "$f" | head -n 1)
-        [[ -n "$pid" ]] || continue
-        if kill -TERM "$pid" 2>/dev/null; then
+        if [[ -n "$pid" && "$state" != stopped && "$state" != failed ]] \
+            && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q dgaas_flow; then
+            kill -TERM "$pid" 2>/dev/null
             for _ in $(seq 300); do
                 kill -0 "$pid" 2>/dev/null || break
                 sleep 0.1
             done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+            if kill -0 "$pid" 2>/dev/null; then
+                kill -KILL "$pid" 2>/dev/null
+                sleep 0.5
+                kill -0 "$pid" 2>/dev/null && left="pilot supervisor $pid survived SIGKILL"
+            fi
         fi
+        # an Apptainer instance is a daemon of its own, named after the endpoint file
+        command -v apptainer > /dev/null && apptainer instance stop "$(basename "$f" .json)" > /dev/null 2>&1
         rm -f "$f"
     done
 fi

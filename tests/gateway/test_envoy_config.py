@@ -68,17 +68,29 @@ def test_jwt_authn_inline_jwks_issuer_audiences_payload_in_metadata(rendered, ke
     assert mapper["status_code"] == 401 and "jwt_authn_access_denied" in json.dumps(mapper["filter"])
 
 
+def _string_match(match: dict, value: str) -> bool:
+    if "exact" in match:
+        return value == match["exact"]
+    if "prefix" in match:
+        return value.startswith(match["prefix"])
+    return re.fullmatch(match["safe_regex"]["regex"], value) is not None
+
+
+def _matches(rule: dict, method: str, path: str) -> bool:
+    """One RBAC permission, evaluated as Envoy does (and/or/not rules, full regex matches)."""
+    if "and_rules" in rule:
+        return all(_matches(r, method, path) for r in rule["and_rules"]["rules"])
+    if "or_rules" in rule:
+        return any(_matches(r, method, path) for r in rule["or_rules"]["rules"])
+    if "not_rule" in rule:
+        return not _matches(rule["not_rule"], method, path)
+    if "header" in rule:
+        return _string_match(rule["header"]["string_match"], method)
+    return _string_match(rule["url_path"]["path"], path)
+
+
 def _allowed(rules, method: str, path: str) -> bool:
-    """Evaluate the infer policy's permission list the way RBAC does (full regex matches)."""
-    for rule in rules:
-        if "and_rules" in rule:
-            m, p = rule["and_rules"]["rules"]
-            if re.fullmatch(m["header"]["string_match"]["safe_regex"]["regex"], method) and \
-                    re.fullmatch(p["url_path"]["path"]["safe_regex"]["regex"], path):
-                return True
-        elif rule["url_path"]["path"].get("exact") == path:
-            return True
-    return False
+    return any(_matches(rule, method, path) for rule in rules)
 
 
 def test_rbac_infer_scope_allowlist_and_admin_scope_for_the_rest(rendered):
@@ -107,6 +119,7 @@ def test_rbac_infer_scope_allowlist_and_admin_scope_for_the_rest(rendered):
                ("POST", "/v2/systemsharedmemory/region/r/register"), ("GET", "/v2/cudasharedmemory/status"),
                ("POST", "/v2/trace/setting"), ("GET", "/v2/trace/setting"), ("POST", "/v2/logging"),
                ("GET", "/v2/models/digits/stats"), ("POST", "/v2/models/digits/config"),
+               ("GET", "/v2/models/stats"), ("HEAD", "/v2/models/stats"), ("GET", "/v2/models/stats/"),
                ("GET", "/v2/models/digits/infer"), ("DELETE", "/v2/models/digits")]
     refused += [("POST", f"/inference.GRPCInferenceService/{m}") for m in
                 ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload", "SystemSharedMemoryRegister",

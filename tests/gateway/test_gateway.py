@@ -191,8 +191,10 @@ def test_admin_calls_need_the_admin_scope(servers):
     grpc_client = grpcclient.InferenceServerClient(gw.address)
     assert raw(servers, "POST", "/v2/repository/index", infer, b"{}") == 403
     for path in ("/v2/systemsharedmemory/status", "/v2/cudasharedmemory/status", "/v2/trace/setting",
-                 "/v2/logging", "/v2/models/digits/stats"):
+                 "/v2/logging", "/v2/models/digits/stats", "/v2/models/stats", "/v2//models/stats",
+                 "/v2/models/x/../stats"):
         assert raw(servers, "GET", path, infer) == 403, path
+    assert raw(servers, "GET", "/v2/models%2Fstats", infer) == 400  # escaped slashes: refused outright
     for call in (grpc_client.get_model_repository_index, grpc_client.get_system_shared_memory_status,
                  grpc_client.get_trace_settings, grpc_client.get_log_settings):
         with pytest.raises(InferenceServerException) as err:
