@@ -93,7 +93,8 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
         return None, b""
 
 
-_ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|\[dgaas-flow pilot|\[\S+\]\[\w+\]\[(error|critical)\])")
+_ERROR_LINE = re.compile(  # Triton's glog errors, our own lines, Envoy's [time][pid][error|critical]
+    r"^(E\d{4} |error:|\[libprotobuf ERROR|\[dgaas-flow pilot|\[[^\]]+\]\[\d+\]\[(error|critical)\])")
 
 
 def log_tail(path: Path, lines: int = 12) -> str:

@@ -55,6 +55,7 @@ from dgaas_flow.pilot.ports import free_ports
 from dgaas_flow.processes import http_get, log_tail, write_atomic
 
 STATE_FILE = "gateway.json"
+PORT_ATTEMPTS = 3
 
 
 class GatewaySettings(BaseModel):
@@ -171,9 +172,26 @@ class Gateway:
         """Write the bootstrap and EDS files, start Envoy, return once it answers; EnvoyError if not."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         s = self.settings
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self._launch(s.port or free_ports(1, s.listen)[0], s.admin_port or free_ports(1, "127.0.0.1")[0])
+                break
+            except EnvoyError as exc:
+                self._terminate()
+                # ports are chosen free before Envoy binds them; another process may take one meanwhile
+                if "already in use" in str(exc) and attempt < PORT_ATTEMPTS - 1 and not (s.port and s.admin_port):
+                    self._log(f"a port was taken before Envoy bound it; new ports ({exc})")
+                    continue
+                self.state.error = str(exc)
+                self._set_state("failed")
+                raise
+        self._set_state("ready")
+        self._thread.start()
+        return self.state
+
+    def _launch(self, listen_port: int, admin_port: int) -> None:
+        s = self.settings
         host = "127.0.0.1" if s.listen in ("0.0.0.0", "127.0.0.1", "localhost") else s.listen
-        listen_port = s.port or free_ports(1, s.listen)[0]
-        admin_port = s.admin_port or free_ports(1, "127.0.0.1")[0]
         advertised = socket.gethostname() if s.listen == "0.0.0.0" else host
         self.state.http_url = f"http://{advertised}:{listen_port}"
         self.state.grpc_url = f"grpc://{advertised}:{listen_port}"
@@ -190,19 +208,13 @@ class Gateway:
         argv = [str(binary), "-c", str(self.bootstrap_path), "--disable-hot-restart",
                 "--concurrency", str(s.concurrency), "--log-level", s.log_level]
         with open(self.envoy_log, "ab") as log:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True, preexec_fn=die_with_parent)
+            try:
+                self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True, preexec_fn=die_with_parent)
+            except OSError as exc:
+                raise EnvoyError(f"cannot run {binary}: {exc.strerror}") from None
         self.state.envoy_pid = self._proc.pid
-        try:
-            self._wait_ready()
-        except EnvoyError as exc:
-            self._terminate()
-            self.state.error = str(exc)
-            self._set_state("failed")
-            raise
-        self._set_state("ready")
-        self._thread.start()
-        return self.state
+        self._wait_ready()
 
     def stop(self) -> None:
         self._stop.set()
