@@ -10,7 +10,7 @@ same function in-process. Names are imported on first use, so `dgaas-flow valida
 light commands start without loading Parsl and tritonclient.
 """
 
-from importlib import import_module
+from dgaas_flow.lazy import lazy_exports
 
 _EXPORTS = {
     "load_workflow": "dgaas_flow.spec",
@@ -27,9 +27,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'dgaas_flow' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -79,6 +79,34 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@pytest.fixture
+def first_port_taken(monkeypatch):
+    """take(module): the first ports `module.free_ports` chooses start with one another process
+    holds (as when it is taken between the choice and the bind); later choices are free.
+    Returns the taken port."""
+    import socket
+
+    held: list[socket.socket] = []
+
+    def take(module) -> int:
+        thief = socket.socket()
+        thief.bind(("127.0.0.1", 0))
+        thief.listen()
+        held.append(thief)
+        taken, real, calls = thief.getsockname()[1], module.free_ports, []
+
+        def first_choice_taken(n: int, host: str) -> list[int]:
+            calls.append(n)
+            return [taken, *real(n - 1, host)] if len(calls) == 1 else real(n, host)
+
+        monkeypatch.setattr(module, "free_ports", first_choice_taken)
+        return taken
+
+    yield take
+    for thief in held:
+        thief.close()
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
     """Run `dgaas-flow` as a user does: a separate process, exit status and output captured."""
     return subprocess.run(

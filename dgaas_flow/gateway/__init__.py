@@ -1,7 +1,7 @@
 """The gateway: Envoy in front of Triton pilots, with token authentication (see gateway.py).
 Names are imported on first use: tasks need only `tokens`, not Envoy's configuration."""
 
-from importlib import import_module
+from dgaas_flow.lazy import lazy_exports
 
 _EXPORTS = {
     "Gateway": "dgaas_flow.gateway.gateway", "GatewaySettings": "dgaas_flow.gateway.gateway",
@@ -11,9 +11,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'dgaas_flow.gateway' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

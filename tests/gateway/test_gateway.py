@@ -287,23 +287,11 @@ def test_a_stopped_pilot_is_dropped_and_a_new_one_joins_without_restarting_envoy
     assert gw.state.eds_version >= 3  # initial, pilot gone, pilot added: files rewritten, Envoy kept
 
 
-def test_a_port_taken_before_envoy_binds_it_means_new_ports(tmp_path, monkeypatch, digits_data):
-    import socket as socket_module
-
+def test_a_port_taken_before_envoy_binds_it_means_new_ports(tmp_path, first_port_taken):
     import dgaas_flow.gateway.gateway as gateway_module
 
     keys = tokens.generate_keypair(tmp_path / "keys")
-    thief = socket_module.socket()
-    thief.bind(("127.0.0.1", 0))
-    thief.listen()
-    taken = thief.getsockname()[1]
-    real_free_ports, calls = gateway_module.free_ports, []
-
-    def first_choice_taken(n: int, host: str) -> list[int]:
-        calls.append(n)
-        return [taken] if len(calls) == 1 else real_free_ports(n, host)
-
-    monkeypatch.setattr(gateway_module, "free_ports", first_choice_taken)
+    taken = first_port_taken(gateway_module)
     gateway = Gateway(GatewaySettings(jwks=keys["jwks"], registry=[tmp_path / "pilots"]), tmp_path / "gw")
     try:
         state = gateway.start()
@@ -311,4 +299,3 @@ def test_a_port_taken_before_envoy_binds_it_means_new_ports(tmp_path, monkeypatc
         assert "already in use" in gateway.envoy_log.read_text()
     finally:
         gateway.stop()
-        thief.close()

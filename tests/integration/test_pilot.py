@@ -148,22 +148,10 @@ def test_wrap_stops_server_and_command_on_sigterm(tmp_path, digits_data):
     assert Endpoint.read(next(tmp_path.glob("*.json"))).state == "stopped"
 
 
-def test_a_port_taken_before_the_server_binds_it_means_new_ports(pilot_config, monkeypatch):
-    import socket
-
+def test_a_port_taken_before_the_server_binds_it_means_new_ports(pilot_config, first_port_taken):
     import dgaas_flow.pilot.supervisor as supervisor
 
-    thief = socket.socket()
-    thief.bind(("127.0.0.1", 0))
-    thief.listen()
-    taken = thief.getsockname()[1]
-    real_free_ports, calls = supervisor.free_ports, []
-
-    def first_choice_taken(n: int, host: str) -> list[int]:
-        calls.append(n)
-        return [taken, *real_free_ports(n - 1, host)] if len(calls) == 1 else real_free_ports(n, host)
-
-    monkeypatch.setattr(supervisor, "free_ports", first_choice_taken)
+    taken = first_port_taken(supervisor)
     pilot = Pilot(pilot_config)  # chose its ports; another process took the HTTP one meanwhile
     try:
         endpoint = pilot.start()
@@ -173,4 +161,3 @@ def test_a_port_taken_before_the_server_binds_it_means_new_ports(pilot_config, m
         assert all(r["ok"] for r in out["results"])
     finally:
         pilot.stop()
-        thief.close()
