@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -62,6 +63,24 @@ def terminate_pid(pid: int, grace_s: float = 30.0) -> None:
     if alive(pid):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float, kill: bool = False) -> None:
+    """Stop a process that leads its own session, with everything it started: SIGTERM to the group
+    and up to grace_s, then SIGKILL; or SIGKILL at once (a hung or stopped process ignores TERM)."""
+    if proc.poll() is not None:
+        return
+    _signal_group(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:

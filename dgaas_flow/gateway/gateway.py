@@ -23,11 +23,9 @@ in a network namespace of its own, or use dedicated nodes.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -52,7 +50,7 @@ from dgaas_flow.gateway.envoy import EnvoyError
 from dgaas_flow.gateway.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, jwks, load_public_keys
 from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot.ports import free_ports
-from dgaas_flow.processes import http_get, log_tail, write_atomic
+from dgaas_flow.processes import http_get, log_tail, stop_group, write_atomic
 
 STATE_FILE = "gateway.json"
 PORT_ATTEMPTS = 3
@@ -307,17 +305,8 @@ class Gateway:
                 self._log(f"sync failed: {exc}")
 
     def _terminate(self) -> None:
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if self._proc is not None:
+            stop_group(self._proc, grace_s=10)
 
     def _set_state(self, state: str) -> None:
         self.state.state = state  # type: ignore[assignment]

@@ -25,7 +25,7 @@ from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot.endpoint import Endpoint
 from dgaas_flow.pilot.launch import LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
-from dgaas_flow.processes import http_get, log_tail
+from dgaas_flow.processes import http_get, log_tail, stop_group
 from dgaas_flow.spec import TritonSettings
 
 STOP_GRACE_S = 8.0
@@ -259,14 +259,8 @@ class Pilot:
         """Stop the server: SIGTERM and a grace period, or at once with kill=True (a hung or
         SIGSTOPped server does not act on SIGTERM)."""
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            self._signal_group(proc, signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self._signal_group(proc, signal.SIGKILL)
-                proc.wait()
         if proc is not None:
+            stop_group(proc, STOP_GRACE_S, kill=kill)
             self._reap_group(proc.pid)
         if self.plan and self.plan.after and proc is not None:
             self._run_step(self.plan.after, check=False)
@@ -284,11 +278,6 @@ class Pilot:
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
 
     def _run_step(self, argv: list[str], check: bool = True, timeout: float | None = None) -> None:
         with open(self.log_file, "ab") as log:
