@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -124,9 +125,12 @@ def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:
 
 
 def run_campaign(
-    wf: Workflow, out: str | Path | None = None, limit: int | None = None, progress: str = "auto"
+    wf: Workflow, out: str | Path | None = None, limit: int | None = None, progress: str = "auto",
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Run a workflow to completion and return its summary (also written to summary.json)."""
+    """Run a workflow to completion and return its summary (also written to summary.json). When
+    `stop` is set, the campaign stops at its next safe point with KeyboardInterrupt, after
+    cancelling its blocks and writing the summary."""
     out_dir = wf.out_dir(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "workflow.json").write_text(wf.model_dump_json(indent=2))
@@ -148,7 +152,7 @@ def run_campaign(
     bar = Progress(total, stats.resumed, mode=progress)
     complete = False
     try:
-        _fan_out(wf, todo, request, results, stats, bar, PilotWatch(registry))
+        _fan_out(wf, todo, request, results, stats, bar, PilotWatch(registry), stop or threading.Event())
         complete = True
     finally:
         bar.close()
@@ -184,7 +188,7 @@ class PilotWatch:
         return self.ready
 
 
-def _fan_out(wf, todo, request, results, stats, bar, watch: PilotWatch) -> None:
+def _fan_out(wf, todo, request, results, stats, bar, watch: PilotWatch, stop: threading.Event) -> None:
     in_flight: dict[cf.Future, list[InputItem]] = {}
 
     def collect(done_futures) -> None:
@@ -205,14 +209,18 @@ def _fan_out(wf, todo, request, results, stats, bar, watch: PilotWatch) -> None:
 
     def wait_while(condition) -> None:
         while condition():
+            if stop.is_set():
+                raise KeyboardInterrupt
             done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
             collect(done)
             bar.refresh(watch.poll())
 
     limit = wf.in_flight_limit()
-    while chunk := list(islice(todo, wf.chunk_size)):
+    while not stop.is_set() and (chunk := list(islice(todo, wf.chunk_size))):
         wait_while(lambda: len(in_flight) >= limit)
         in_flight[infer_chunk([(i.id, i.path) for i in chunk], request)] = chunk
+    if stop.is_set():
+        raise KeyboardInterrupt
     wait_while(lambda: bool(in_flight))
 
 

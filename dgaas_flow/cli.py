@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,8 +23,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     wf = load_workflow(args.workflow, provider=args.provider)
     mode = "quiet" if args.quiet else args.progress
-    _stop_on_signals()
-    summary = run_campaign(wf, out=args.out, limit=args.limit, progress=mode)
+    stop = _stop_on_signals()
+    try:
+        summary = run_campaign(wf, out=args.out, limit=args.limit, progress=mode, stop=stop)
+    except KeyboardInterrupt:
+        raise Interrupted(stop.signum) from None  # type: ignore[attr-defined]
     print(format_summary(summary))
     return 0 if summary["items_failed"] == 0 else 1
 
@@ -34,21 +38,25 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def _stop_on_signals() -> None:
-    """SIGINT or SIGTERM: stop submitting and cancel the blocks (their pilots stop); results so
-    far are kept for a resume. A second signal exits at once."""
-    stopping = []
+def _stop_on_signals() -> threading.Event:
+    """SIGINT or SIGTERM: the campaign stops submitting at its next safe point (within a second)
+    and cancels the blocks (their pilots stop); results so far are kept for a resume. The handler
+    only sets a flag: raising inside Parsl's own code could leave a lock held and hang its
+    cleanup. A second signal exits at once."""
+    stop = threading.Event()
+    stop.signum = signal.SIGINT  # type: ignore[attr-defined]
 
     def handler(signum: int, _frame: object) -> None:
-        if stopping:
+        if stop.is_set():
             os._exit(128 + signum)
-        stopping.append(signum)
+        stop.signum = signum  # type: ignore[attr-defined]
+        stop.set()
         print(f"\n{signal.Signals(signum).name}: stopping blocks and pilots; results so far are kept "
               "(signal again to exit at once)", file=sys.stderr, flush=True)
-        raise Interrupted(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
+    return stop
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
