@@ -6,29 +6,28 @@ summarize. Memory holds only the chunks in flight, never all results.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import glob
 import json
 import os
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from itertools import islice, takewhile
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import parsl
 
+from dgaas_flow import inputs, metrics
 from dgaas_flow.config import make_config
 from dgaas_flow.errors import PilotError
+from dgaas_flow.inputs import InputItem
 from dgaas_flow.pilot.endpoint import read_registry
 from dgaas_flow.pilot.supervisor import PilotConfig
 from dgaas_flow.progress import Progress
 from dgaas_flow.spec import Workflow
+from dgaas_flow.stats import TIMELINE, RunStats, Timeline
 from dgaas_flow.tasks import InferRequest, infer_chunk
 
 RESULTS = "results.jsonl"
@@ -36,24 +35,9 @@ SUMMARY = "summary.json"
 PILOT_STOP_WAIT_S = 30.0
 
 
-@dataclass(frozen=True)
-class InputItem:
-    id: str
-    path: str
-    label: str | None
-
-
 def enumerate_items(wf: Workflow, limit: int | None = None) -> Iterator[InputItem]:
-    """Items in a stable (sorted) order, ids relative to the glob's fixed leading folder."""
-    pattern = wf.inputs.files
-    parts = Path(pattern).parts
-    fixed = list(takewhile(lambda part: not any(c in part for c in "*?["), parts))
-    root = Path(*fixed) if len(fixed) < len(parts) else Path(pattern).parent
-    paths = (p for p in sorted(glob.glob(pattern, recursive=True)) if os.path.isfile(p))
-    for path in islice(paths, limit):
-        item_id = os.path.relpath(path, root)
-        label = Path(path).parent.name if wf.inputs.labels == "parent_dir" else None
-        yield InputItem(item_id, path, label)
+    """The workflow's input items, streamed (see dgaas_flow.inputs)."""
+    return inputs.enumerate_items(wf.inputs.files, wf.inputs.format, wf.inputs.labels, limit)
 
 
 class ResultsFile:
@@ -90,16 +74,6 @@ class ResultsFile:
         self._file.close()
 
 
-@dataclass
-class RunStats:
-    started: float = field(default_factory=time.monotonic)
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    items: int = 0
-    failed: int = 0
-    resumed: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-
-
 def _label_results(chunk: list[InputItem], outcome: dict[str, Any]) -> list[dict[str, Any]]:
     records = outcome["results"]
     for item, record in zip(chunk, records, strict=True):
@@ -126,11 +100,13 @@ def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:
 
 def run_campaign(
     wf: Workflow, out: str | Path | None = None, limit: int | None = None, progress: str = "auto",
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, items: Iterable[InputItem] | None = None, total: int | None = None,
 ) -> dict[str, Any]:
     """Run a workflow to completion and return its summary (also written to summary.json). When
     `stop` is set, the campaign stops at its next safe point with KeyboardInterrupt, after
-    cancelling its blocks and writing the summary."""
+    cancelling its blocks and writing the summary. `items` replaces the workflow's own inputs
+    (a scale test cycles them); `total` is then their number, if known."""
+    stats = RunStats()
     out_dir = wf.out_dir(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "workflow.json").write_text(wf.model_dump_json(indent=2))
@@ -143,20 +119,26 @@ def run_campaign(
         ).model_dump_json(indent=2))
 
     results = ResultsFile(out_dir / RESULTS)
-    stats = RunStats(resumed=len(results.done))
-    todo = (i for i in enumerate_items(wf, limit) if i.id not in results.done)
-    total = sum(1 for _ in enumerate_items(wf, limit))
+    stats.resumed = len(results.done)
+    if items is None:
+        items = enumerate_items(wf, limit)
+        total = sum(1 for _ in enumerate_items(wf, limit))
+    todo = (i for i in items if i.id not in results.done) if results.done else iter(items)
     request = InferRequest.from_workflow(wf)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     dfk = parsl.load(make_config(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries))
     bar = Progress(total, stats.resumed, mode=progress)
+    timeline = Timeline(out_dir / TIMELINE, stats)
+    watch = PilotWatch(registry)
     complete = False
     try:
-        _fan_out(wf, todo, request, results, stats, bar, PilotWatch(registry), stop or threading.Event())
+        _fan_out(wf, todo, request, results, stats, _Display(bar, timeline, watch), stop or threading.Event())
         complete = True
     finally:
+        timeline.tick(*watch.counts(), force=True)
         bar.close()
         results.close()
+        timeline.close()
         dfk.cleanup()
         parsl.clear()
         _wait_for_pilots(registry)
@@ -167,28 +149,47 @@ def run_campaign(
 
 
 class PilotWatch:
-    """Reads the pilots' endpoint files at most once a second: how many are ready for the progress
-    display, and a fast, clear failure when every pilot has failed (nothing could ever finish)."""
+    """Reads the pilots' endpoint files at most once a second: how many are up and ready for the
+    progress display, and a fast, clear failure when every pilot has failed (nothing could ever
+    finish)."""
 
     def __init__(self, registry: Path, every_s: float = 1.0):
         self.registry, self.every_s = registry, every_s
-        self.ready = 0
-        self._last = 0.0
+        self.up = self.ready = 0
+        self._last = float("-inf")
 
-    def poll(self) -> int:
+    def counts(self) -> tuple[int, int]:
+        """(pilots up: starting, ready or restarting; pilots ready)."""
         if time.monotonic() - self._last >= self.every_s:
             self._last = time.monotonic()
             endpoints = read_registry(self.registry)
             self.ready = sum(1 for e in endpoints if e.state == "ready")
+            self.up = sum(1 for e in endpoints if e.state in ("starting", "ready", "restarting"))
             if endpoints and all(e.state == "failed" for e in endpoints):
                 raise PilotError(
                     f"every pilot failed ({len(endpoints)}), so no item can be served; the last one said:\n"
                     f"{endpoints[-1].error}"
                 )
-        return self.ready
+        return self.up, self.ready
 
 
-def _fan_out(wf, todo, request, results, stats, bar, watch: PilotWatch, stop: threading.Event) -> None:
+class _Display:
+    """Where progress goes: the bar or log lines, and the timeline file."""
+
+    def __init__(self, bar: Progress, timeline: Timeline, watch: PilotWatch):
+        self.bar, self.timeline, self.watch = bar, timeline, watch
+
+    def advance(self, items: int, failed: int) -> None:
+        self.bar.advance(items, failed)
+        self.refresh()
+
+    def refresh(self) -> None:
+        up, ready = self.watch.counts()
+        self.bar.refresh(up, ready)
+        self.timeline.tick(up, ready)
+
+
+def _fan_out(wf, todo, request, results, stats: RunStats, display: _Display, stop: threading.Event) -> None:
     in_flight: dict[cf.Future, list[InputItem]] = {}
 
     def collect(done_futures) -> None:
@@ -201,11 +202,8 @@ def _fan_out(wf, todo, request, results, stats, bar, watch: PilotWatch, stop: th
             records = _label_results(chunk, outcome)
             results.write(records)
             failed = sum(1 for r in records if not r["ok"])
-            stats.items += len(records)
-            stats.failed += failed
-            stats.latencies_ms.extend(outcome["latencies_ms"])
-            bar.advance(len(records), failed)
-            bar.refresh(watch.poll())
+            stats.add(len(records), failed, outcome["latencies_ms"])
+            display.advance(len(records), failed)
 
     def wait_while(condition) -> None:
         while condition():
@@ -213,12 +211,12 @@ def _fan_out(wf, todo, request, results, stats, bar, watch: PilotWatch, stop: th
                 raise KeyboardInterrupt
             done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
             collect(done)
-            bar.refresh(watch.poll())
+            display.refresh()
 
     limit = wf.in_flight_limit()
     while not stop.is_set() and (chunk := list(islice(todo, wf.chunk_size))):
         wait_while(lambda: len(in_flight) >= limit)
-        in_flight[infer_chunk([(i.id, i.path) for i in chunk], request)] = chunk
+        in_flight[infer_chunk([i.task_item() for i in chunk], request)] = chunk
     if stop.is_set():
         raise KeyboardInterrupt
     wait_while(lambda: bool(in_flight))
@@ -252,15 +250,17 @@ def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[
             else:
                 failed += 1
                 reasons[r["error"].split(":", 1)[0]] += 1
-    wall = time.monotonic() - stats.started
-    lat = np.asarray(stats.latencies_ms) if stats.latencies_ms else None
-    pilots = []
+    wall = stats.wall_s
+    pilots, triton = [], []
     for e in read_registry(out_dir / "pilots"):
         served = per_pilot.pop(e.http_url or "", 0) + per_pilot.pop(e.grpc_url or "", 0)
         pilots.append({"endpoint": e.http_url, "grpc": e.grpc_url, "host": e.host, "block": e.block,
                        "batch_job": e.batch_job, "gpus": e.gpus, "restarts": e.restarts, "state": e.state,
                        "items": served})
+        if e.metrics:
+            triton.append({"endpoint": e.http_url, "metrics_url": e.metrics_url, **metrics.describe(e.metrics)})
     pilots += [{"endpoint": url, "items": n} for url, n in per_pilot.items()]
+    blocks = len({(p["host"], p["block"]) for p in pilots if "host" in p}) or wf.provider.init_blocks
     summary: dict[str, Any] = {
         "workflow": wf.name,
         "provider": wf.provider.name,
@@ -274,12 +274,15 @@ def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[
         "items_resumed": stats.resumed,
         "wall_seconds": round(wall, 3),
         "items_per_second": round(stats.items / wall, 2) if wall > 0 else 0.0,
-        "requests": len(stats.latencies_ms),
-        "latency_ms": {
-            f"p{q}": round(float(np.percentile(lat, q)), 3) if lat is not None else None for q in (50, 95, 99)
-        },
+        "steady_items_per_second": stats.steady_rate(),
+        "time_to_first_result_s": round(stats.first_result_s, 3) if stats.first_result_s is not None else None,
+        "requests": stats.latencies.count,
+        "latency_ms": stats.latencies.summary(),
+        "blocks": blocks,
+        "workers": blocks * wf.provider.workers_per_node * wf.provider.nodes_per_block,
         "pilots": pilots,
         "restarts": sum(p.get("restarts", 0) for p in pilots),
+        "triton": triton,
         "failures_by_reason": dict(reasons.most_common(10)),
     }
     if labelled:
@@ -290,11 +293,15 @@ def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[
 def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"workflow {s['workflow']} on provider {s['provider']}: "
-        f"{s['items_ok']}/{s['items_total']} items ok, {s['items_failed']} failed"
+        f"{s['items_ok']}/{s['items_total'] if s['items_total'] is not None else '?'} items ok, "
+        f"{s['items_failed']} failed"
         + (f", {s['items_resumed']} resumed from an earlier run" if s["items_resumed"] else ""),
         f"  this run: {s['items_this_run']} items in {s['wall_seconds']:.1f} s "
         f"({s['items_per_second']:.1f} items/s), {s['requests']} requests",
     ]
+    if s["time_to_first_result_s"] is not None:
+        lines.append(f"  first result after {s['time_to_first_result_s']:.1f} s; then "
+                     f"{s['steady_items_per_second'] or 0:.1f} items/s")
     lat = s["latency_ms"]
     if lat["p50"] is not None:
         lines.append(
@@ -305,6 +312,11 @@ def format_summary(s: dict[str, Any]) -> str:
     for p in s["pilots"]:
         extra = f" on {p['host']} block {p['block']}, restarts {p['restarts']}" if "host" in p else ""
         lines.append(f"  pilot {p['endpoint']}{extra}: {p['items']} items")
+    for t in s["triton"]:
+        if t["requests"]:
+            lines.append(f"  triton {t['endpoint']}: {t['requests']} requests, batch {t['avg_batch']} on average, "
+                         f"queue {t['queue_ms_per_request']} ms/request, compute {t['compute_ms_per_execution']} "
+                         f"ms/execution")
     for reason, n in s["failures_by_reason"].items():
         lines.append(f"  failed: {n} x {reason}")
     lines.append(f"  results: {s['out_dir']}/{RESULTS}   summary: {s['out_dir']}/{SUMMARY}")

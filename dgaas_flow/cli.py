@@ -32,6 +32,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary["items_failed"] == 0 else 1
 
 
+def _cmd_scale_test(args: argparse.Namespace) -> int:
+    from dgaas_flow.scale import format_scale, run_scale_test
+    from dgaas_flow.spec import load_workflow
+
+    wf = load_workflow(args.workflow, provider=args.provider)
+    mode = "quiet" if args.quiet else args.progress
+    stop = _stop_on_signals()
+    try:
+        scale = run_scale_test(wf, out=args.out, progress=mode, stop=stop)
+    except KeyboardInterrupt:
+        raise Interrupted(stop.signum) from None  # type: ignore[attr-defined]
+    print(format_scale(scale))
+    return 0 if all(step["failed"] == 0 for step in scale["steps"]) else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dgaas_flow.report import write_report
+
+    page = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"report: {page}")
+    return 0
+
+
 class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -215,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("scale-test", help="ramp pilots and workers through the workflow's scale_test steps")
+    p.add_argument("workflow")
+    p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
+    p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")
+    p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_scale_test)
+
+    p = sub.add_parser("report", help="write an HTML report (and PNG figures) of a campaign or scale-test run")
+    p.add_argument("run_dir", help="the run folder (holds summary.json or scale.json)")
+    p.add_argument("--out", help="the HTML file to write (default: RUN_DIR/report.html)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("render", help="print the batch script one block would submit (nothing is submitted)")
     p.add_argument("workflow")

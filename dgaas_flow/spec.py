@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from dgaas_flow.errors import UserError
 from dgaas_flow.glidein import JOB_REQUIREMENTS
@@ -74,7 +74,9 @@ class ModelSpec(Strict):
 
 class InputSpec(Strict):
     files: str = Field(description="glob of input files, e.g. data/images/**/*.png")
-    format: Literal["image", "npy"] = Field("image", description="how one file becomes one tensor")
+    format: Literal["image", "npy", "rows"] = Field(
+        "image", description="image or npy: one file is one item; rows: each .npy file is an array, one item per row"
+    )
     labels: Literal["none", "parent_dir"] = Field(
         "none", description="parent_dir: the file's folder name is its label (enables accuracy)"
     )
@@ -116,6 +118,23 @@ class ServerSpec(Strict):
         if value is not None and not value.startswith(("http://", "grpc://")):
             raise ValueError("must start with http:// or grpc://")
         return value
+
+
+class ScaleStep(Strict):
+    blocks: int = Field(ge=1, description="pilots (one per block) in this step")
+    workers_per_node: int | None = Field(None, ge=1, description="client workers per block; default: the provider's")
+    items: int | None = Field(None, ge=1, description="items this step infers (the inputs are cycled if fewer)")
+    hold_s: float | None = Field(None, gt=0, description="or: how long this step keeps inferring")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ScaleStep:
+        if (self.items is None) == (self.hold_s is None):
+            raise ValueError("give exactly one of items or hold_s")
+        return self
+
+
+class ScaleTest(Strict):
+    steps: list[ScaleStep] = Field(min_length=1, description="run in order; each starts its own blocks and pilots")
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +228,7 @@ class Workflow(Strict):
         None, ge=1, description="tasks submitted but not finished; default: 2 x all workers"
     )
     task_retries: int = Field(2, ge=0, description="Parsl retries of a task whose worker was lost")
+    scale_test: ScaleTest | None = Field(None, description="steps of `dgaas-flow scale-test`")
 
     _source: Path | None = PrivateAttr(None)
 

@@ -17,9 +17,8 @@ from parsl import python_app
 
 from dgaas_flow.client import ModelInfo, TensorInfo, cached_client, drop_client, retryable, wait_until_ready
 from dgaas_flow.gateway.tokens import optional_auth_headers
+from dgaas_flow.inputs import Item, ItemReader
 from dgaas_flow.pilot.discovery import resolve_endpoint
-
-Item = tuple[str, str]  # (item id, file path)
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,7 @@ class InferRequest:
     server_url: str | None = None
     gateway: str | None = None
     token_file: str | None = None
+    ready_timeout_s: float = 120.0
 
     @classmethod
     def from_workflow(cls, wf: Any) -> InferRequest:
@@ -49,16 +49,8 @@ class InferRequest:
             protocol=wf.client.protocol, timeout_s=wf.client.timeout_s, retries=wf.client.retries,
             backoff_s=wf.client.backoff_s, batch_size=wf.client.batch_size, server_url=wf.server.url,
             gateway=wf.server.gateway, token_file=str(wf.client.token_file) if wf.client.token_file else None,
+            ready_timeout_s=wf.triton.ready_timeout_s,
         )
-
-
-def read_item(path: str, fmt: str) -> np.ndarray:
-    if fmt == "npy":
-        return np.load(path, allow_pickle=False)
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img)
 
 
 def _as_input(array: np.ndarray, info: TensorInfo) -> np.ndarray:
@@ -92,7 +84,8 @@ class _Session:
     def connect(self):
         if self.headers is None:
             self.headers = optional_auth_headers(self.req.token_file)
-        endpoint = resolve_endpoint(self.req.server_url, gateway=self.req.gateway)
+        endpoint = resolve_endpoint(self.req.server_url, gateway=self.req.gateway,
+                                    ready_timeout_s=self.req.ready_timeout_s)
         url = endpoint.url(self.req.protocol)
         if url is None:
             raise ValueError(f"the server found offers no {self.req.protocol} endpoint; "
@@ -126,12 +119,13 @@ def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
         output = info.output(req.output_tensor).name
     except Exception as exc:  # noqa: BLE001 - every item must get a recorded error, never vanish
         message = f"{type(exc).__name__}: {exc}"
-        return {"results": [_error(i, message, session.url) for i, _ in items], "latencies_ms": []}
+        return {"results": [_error(i, message, session.url) for i, _, _ in items], "latencies_ms": []}
 
     ready: list[tuple[str, np.ndarray]] = []
-    for item_id, path in items:
+    reader = ItemReader(req.format)
+    for item_id, path, row in items:
         try:
-            ready.append((item_id, _as_input(read_item(path, req.format), input_info)))
+            ready.append((item_id, _as_input(reader.read(path, row), input_info)))
         except Exception as exc:  # noqa: BLE001 - corrupt or unreadable input is the item's error
             results[item_id] = _error(item_id, f"cannot read {path}: {exc}", None)
 
@@ -155,7 +149,7 @@ def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
         for (item_id, _), row in zip(group, rows, strict=True):
             results[item_id] = {"id": item_id, "ok": True, **_decode(row, req.top_k),
                                 "pilot": session.url, "block": block, "latency_ms": round(ms, 3)}
-    return {"results": [results[i] for i, _ in items], "latencies_ms": latencies}
+    return {"results": [results[i] for i, _, _ in items], "latencies_ms": latencies}
 
 
 def _error(item_id: str, message: str, pilot: str | None) -> dict[str, Any]:

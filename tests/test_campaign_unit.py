@@ -3,19 +3,56 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
-from dgaas_flow.campaign import ResultsFile, RunStats, enumerate_items, summarize
+import numpy as np
+
+from dgaas_flow.campaign import ResultsFile, enumerate_items, summarize
+from dgaas_flow.inputs import ItemReader
+from dgaas_flow.inputs import enumerate_items as enumerate_files
 from dgaas_flow.spec import load_workflow
+from dgaas_flow.stats import RunStats
 from tests.conftest import WORKFLOW
 
 
 def test_items_have_stable_relative_ids_and_folder_labels(digits_data):
     wf = load_workflow(WORKFLOW)
     items = list(enumerate_items(wf))
-    assert len(items) == 1797
-    assert items[0].id == "0/0000.png" and items[0].label == "0"
+    assert len(items) == 1797 == len({i.id for i in items})
+    assert "0/0000.png" in {i.id for i in items}
     assert [i.id for i in enumerate_items(wf, limit=3)] == [i.id for i in items[:3]]
     assert all(i.id.split("/")[0] == i.label for i in items)
+
+
+def test_rows_files_give_one_item_per_row_read_back_by_the_task(tmp_path):
+    (tmp_path / "b").mkdir()
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b" / "c.npy", a[:1] * 10)
+    (tmp_path / "broken.npy").write_text("not an array")
+    items = {i.id: i for i in enumerate_files(str(tmp_path / "**" / "*.npy"), "rows", "parent_dir")}
+    assert set(items) == {"a.npy:0", "a.npy:1", "a.npy:2", "b/c.npy:0", "broken.npy"}
+    assert items["b/c.npy:0"].label == "b" and items["broken.npy"].row is None
+    reader = ItemReader("rows")
+    assert reader.read(*items["a.npy:2"].task_item()[1:]).tolist() == [8.0, 9.0, 10.0, 11.0]
+    assert reader.read(*items["b/c.npy:0"].task_item()[1:]).tolist() == [0.0, 10.0, 20.0, 30.0]
+    try:
+        reader.read(*items["broken.npy"].task_item()[1:])
+    except ValueError as exc:
+        assert "pickle" in str(exc) or "header" in str(exc) or "not" in str(exc)
+    else:
+        raise AssertionError("a broken rows file must raise, so its item gets a recorded error")
+
+
+def test_enumerating_a_million_rows_holds_no_list_of_them(tmp_path):
+    """The driver's memory must not grow with the item count: enumeration streams."""
+    np.save(tmp_path / "big.npy", np.zeros((1_000_000, 1), dtype=np.uint8))
+    tracemalloc.start()
+    count = sum(1 for _ in enumerate_files(str(tmp_path / "*.npy"), "rows", "none"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 1_000_000
+    assert peak < 2_000_000, f"enumeration held {peak} bytes; a list of a million ids would be about 70 MB"
 
 
 def test_resume_keeps_each_success_once_and_retries_errors_and_torn_lines(tmp_path):
@@ -43,10 +80,13 @@ def test_summary_counts_the_whole_campaign_and_this_runs_speed(tmp_path, digits_
         {"id": "3", "ok": False, "error": "cannot read x: bad", "label": "1", "pilot": None},
     ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    stats = RunStats(items=2, resumed=1, latencies_ms=[1.0, 2.0, 3.0, 4.0])
+    stats = RunStats(resumed=1)
+    stats.add(2, 0, [1.0, 2.0, 3.0, 4.0])
     s = summarize(wf, tmp_path, total=3, stats=stats)
     assert (s["items_total"], s["items_ok"], s["items_failed"]) == (3, 2, 1)
     assert s["accuracy"] == 0.5
     assert s["pilots"] == [{"endpoint": "http://p:1", "items": 2}]
     assert s["failures_by_reason"] == {"cannot read x": 1}
-    assert s["latency_ms"]["p50"] == 2.5 and s["requests"] == 4
+    assert s["latency_ms"]["p50"] == 2.0 and abs(s["latency_ms"]["max"] - 4.0) < 0.01 and s["requests"] == 4
+    assert sum(n for _, n in s["latency_ms"]["histogram"]) == 4
+    assert s["time_to_first_result_s"] is not None and s["triton"] == []

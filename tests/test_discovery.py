@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot.discovery import DiscoveryError, resolve_endpoint
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 
@@ -22,6 +25,23 @@ def test_explicit_url_wins_over_everything():
 def test_pilot_environment_comes_before_the_glidein_attribute():
     e = resolve_endpoint(None, ALL)
     assert (e.http_url, e.grpc_url) == ("http://node1:8000", "grpc://node1:8001")
+
+
+def test_workers_started_with_their_pilot_wait_for_it_and_follow_its_file(tmp_path):
+    """`pilot wrap` starts the workers while the server starts: a task waits until the endpoint
+    file says ready, and takes the URL from the file (new ports if one was taken meanwhile)."""
+    path = tmp_path / "ep.json"
+    Endpoint(http_url="http://127.0.0.1:1", state="starting").write(path)
+    env = {"DGAAS_TRITON_URL": "http://127.0.0.1:1", "DGAAS_ENDPOINT_FILE": str(path)}
+    later = threading.Timer(0.3, lambda: Endpoint(http_url="http://127.0.0.1:2", state="ready").write(path))
+    later.start()
+    assert resolve_endpoint(None, env, ready_timeout_s=30).http_url == "http://127.0.0.1:2"
+    Endpoint(http_url="http://127.0.0.1:2", state="failed", error="no GPU").write(path)
+    with pytest.raises(PilotError, match="failed: no GPU"):
+        resolve_endpoint(None, env)
+    Endpoint(http_url="http://127.0.0.1:2", state="starting").write(path)
+    with pytest.raises(PilotError, match="not ready within"):
+        resolve_endpoint(None, env, ready_timeout_s=0.2)
 
 
 def test_glidein_triton_address_then_endpoint_file(tmp_path):

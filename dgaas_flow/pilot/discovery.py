@@ -1,7 +1,9 @@
 """How a task finds its Triton server, in one fixed, documented order.
 
 1. the workflow's explicit `server.url`
-2. DGAAS_TRITON_URL / DGAAS_TRITON_GRPC_URL, set by the pilot for the workers of its node
+2. DGAAS_TRITON_URL / DGAAS_TRITON_GRPC_URL, set by the pilot for the workers of its node; the
+   workers start while the server does, so when the pilot also names its endpoint file
+   (DGAAS_ENDPOINT_FILE), that file's live state is used: wait while it says `starting`
 3. TRITON_ADDRESS (and TRITON_GRPC_ADDRESS), published by the GlideinWMS glidein's setup script
 4. the endpoint file named by DGAAS_ENDPOINT_FILE (a standalone `dgaas-flow pilot start` writes one)
 5. the gateway: the workflow's `server.gateway`, or DGAAS_GATEWAY_URL (`dgaas-flow gateway start`
@@ -12,10 +14,11 @@ An explicit `server.gateway` counts as step 1: the workflow asked for it.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from dgaas_flow.errors import UserError
+from dgaas_flow.errors import PilotError, UserError
 from dgaas_flow.pilot.endpoint import ENV_ENDPOINT_FILE, ENV_GRPC_URL, ENV_URL, Endpoint
 
 
@@ -32,8 +35,27 @@ def _gateway(address: str) -> Endpoint:
     return Endpoint(http_url=f"http://{address}", grpc_url=f"grpc://{address}", state="ready")
 
 
+WAIT_POLL_S = 0.05
+
+
+def wait_for_pilot(path: Path, timeout_s: float) -> Endpoint:
+    """The node's pilot once its endpoint file says it serves (ready, or restarting: the
+    client's retries then wait for it); PilotError when it failed or took too long."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        endpoint = Endpoint.read(path)
+        if endpoint.state in ("ready", "restarting"):
+            return endpoint
+        if endpoint.state != "starting":
+            raise PilotError(f"the pilot of this node is {endpoint.state}: {endpoint.error or 'see its log'}")
+        if time.monotonic() > deadline:
+            raise PilotError(f"the pilot of this node was not ready within {timeout_s:.0f} s; log {endpoint.log}")
+        time.sleep(WAIT_POLL_S)
+
+
 def resolve_endpoint(
-    explicit_url: str | None = None, environ: Mapping[str, str] = os.environ, gateway: str | None = None
+    explicit_url: str | None = None, environ: Mapping[str, str] = os.environ, gateway: str | None = None,
+    ready_timeout_s: float = 120.0,
 ) -> Endpoint:
     tried = []
     if explicit_url:
@@ -44,6 +66,8 @@ def resolve_endpoint(
     tried.append("workflow server.url / server.gateway: not set")
 
     if environ.get(ENV_URL) or environ.get(ENV_GRPC_URL):
+        if environ.get(ENV_ENDPOINT_FILE) and Path(environ[ENV_ENDPOINT_FILE]).is_file():
+            return wait_for_pilot(Path(environ[ENV_ENDPOINT_FILE]), ready_timeout_s)
         return Endpoint(http_url=environ.get(ENV_URL) or None, grpc_url=environ.get(ENV_GRPC_URL) or None,
                         state="ready")
     tried.append(f"{ENV_URL}: not set")

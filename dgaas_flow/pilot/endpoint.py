@@ -50,6 +50,9 @@ class Endpoint(BaseModel):
     started_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     log: str | None = None
     error: str | None = Field(None, description="why the pilot failed, when it did")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Triton's counters over all its server lifetimes (dgaas_flow.metrics)"
+    )
 
     def url(self, protocol: str) -> str | None:
         return self.http_url if protocol == "http" else self.grpc_url

@@ -19,21 +19,26 @@ DEFAULT_PILOT_DIR = Path(os.environ.get("DGAAS_PILOT_DIR", Path.home() / ".dgaas
 
 
 def wrap(config: PilotConfig, cmd: list[str], block: str | None = None) -> int:
-    """Start the pilot, run cmd with the endpoint in its environment, stop the pilot when it ends."""
+    """Start the pilot and, while its server starts, cmd with the endpoint in its environment;
+    stop the pilot when cmd ends. Starting both at once hides the worker pool's start-up behind
+    the server's: tasks wait for the endpoint file to say `ready` (see discovery)."""
     pilot = Pilot(config, block=block)
     child: subprocess.Popen | None = None
     with stop_on_signals(pilot.stop):
         try:
-            endpoint = pilot.start()
+            endpoint = pilot.launch()
             child = subprocess.Popen(cmd, env={**os.environ, **endpoint.worker_env(pilot.endpoint_file)})
+            pilot.wait_ready()
             return child.wait()
-        except Terminated:
+        except (Terminated, PilotError) as exc:
             if child is not None and child.poll() is None:
                 child.terminate()
                 try:
                     child.wait(10)
                 except subprocess.TimeoutExpired:
                     child.kill()
+            if isinstance(exc, PilotError):
+                raise
             return 143
     raise AssertionError("unreachable")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from dgaas_flow import metrics
 from dgaas_flow.errors import PilotError
 from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot.endpoint import Endpoint
@@ -83,6 +84,9 @@ class Pilot:
         self._error: PilotError | None = None
         self._misses = 0  # failed health probes in a row
         self._next_probe = 0.0
+        self._counters_before: dict[str, float] = {}  # Triton's counters from servers that ended
+        self._counters_now: dict[str, float] = {}  # the last reading of the running server
+        self._gpu_samples: list[float] = []
         self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
         self._use_ports(Ports(*free_ports(3, listen)))
 
@@ -90,6 +94,7 @@ class Pilot:
         self.ports = ports
         host = "127.0.0.1" if self.config.triton.listen == "0.0.0.0" else self._advertised
         self.probe_url = f"http://{host}:{ports.http}"
+        self.metrics_probe_url = f"http://{host}:{ports.metrics}/metrics"
         self.endpoint.http_url = f"http://{self._advertised}:{ports.http}"
         self.endpoint.grpc_url = f"grpc://{self._advertised}:{ports.grpc}"
         self.endpoint.metrics_url = f"http://{self._advertised}:{ports.metrics}/metrics"
@@ -98,9 +103,18 @@ class Pilot:
 
     def start(self) -> Endpoint:
         """Start the server and return once it is ready; raise PilotError with the log's tail."""
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> Endpoint:
+        """Start the server and return at once: the endpoint (state `starting`) is published, and
+        its URLs are final unless a port is taken meanwhile (the endpoint file then says so)."""
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         self._publish()
         self._thread.start()
+        return self.endpoint
+
+    def wait_ready(self) -> Endpoint:
         while not self._ready.wait(POLL_S):
             if not self._thread.is_alive():
                 break
@@ -178,6 +192,8 @@ class Pilot:
             return None
         self._next_probe = time.monotonic() + settings.health_interval_s
         self._misses = 0 if self.is_ready(timeout=settings.health_interval_s) else self._misses + 1
+        if not self._misses:
+            self._read_metrics()
         if self._misses < settings.health_failures:
             return None
         self._terminate(kill=True)
@@ -252,6 +268,20 @@ class Pilot:
             f"(triton.ready_timeout_s); log {self.log_file}:\n{log_tail(self.log_file)}"
         )
 
+    def _read_metrics(self) -> None:
+        """Triton's counters so far (those of servers that ended included), published with the
+        endpoint; a server that crashes keeps the counts of its last reading."""
+        reading = metrics.scrape(self.metrics_probe_url)
+        if reading is None:
+            return
+        if "gpu_utilization" in reading:
+            self._gpu_samples.append(reading["gpu_utilization"])
+        self._counters_now = reading
+        self.endpoint.metrics = metrics.add(self._counters_before, reading)
+        if self._gpu_samples:
+            self.endpoint.metrics["gpu_utilization"] = sum(self._gpu_samples) / len(self._gpu_samples)
+        self._publish()
+
     def is_ready(self, timeout: float) -> bool:
         return http_get(f"{self.probe_url}/v2/health/ready", timeout)[0] == 200
 
@@ -259,6 +289,9 @@ class Pilot:
         """Stop the server: SIGTERM and a grace period, or at once with kill=True (a hung or
         SIGSTOPped server does not act on SIGTERM)."""
         proc = self._proc
+        if proc is not None and not kill and proc.poll() is None:
+            self._read_metrics()
+        self._counters_before, self._counters_now = metrics.add(self._counters_before, self._counters_now), {}
         if proc is not None:
             stop_group(proc, STOP_GRACE_S, kill=kill)
             self._reap_group(proc.pid)

@@ -40,6 +40,17 @@ def test_digits_campaign_end_to_end(tmp_path, digits_data):
     assert pilot["items"] == 1797 and pilot["block"] == "0" and pilot["state"] == "stopped"
     assert pilot["endpoint"].startswith("http://127.0.0.1:")
 
+    # What the server saw, from the pilot's Triton metrics, agrees with what the clients recorded.
+    (triton,) = summary["triton"]
+    assert triton["endpoint"] == pilot["endpoint"] and triton["inferences"] == 1797
+    assert triton["requests"] == summary["requests"] == sum(n for _, n in summary["latency_ms"]["histogram"])
+    assert triton["failures"] == 0 and 1 <= triton["avg_batch"] <= 256 and triton["gpu_utilization"] is None
+    assert 0 < summary["time_to_first_result_s"] < summary["wall_seconds"]
+    timeline = [json.loads(line) for line in (out / "timeline.jsonl").read_text().splitlines()]
+    assert timeline[-1]["items"] == 1797 and timeline[-1]["failed"] == 0
+    assert [t["items"] for t in timeline] == sorted(t["items"] for t in timeline)
+    assert max(t["pilots_ready"] for t in timeline) == 1
+
     records = read_results(out)
     assert sorted(r["id"] for r in records) == sorted(p.relative_to(digits_data / "images").as_posix()
                                                        for p in (digits_data / "images").glob("*/*.png"))

@@ -25,9 +25,9 @@ IMAGES = DIGITS / "data" / "images"
 REPO = DIGITS / "model_repository"
 
 
-def some_items(n: int) -> list[tuple[str, str]]:
+def some_items(n: int) -> list[tuple[str, str, None]]:
     paths = sorted(IMAGES.glob("*/*.png"))[:: 1797 // n][:n]
-    return [(str(p.relative_to(IMAGES)), str(p)) for p in paths]
+    return [(str(p.relative_to(IMAGES)), str(p), None) for p in paths]
 
 
 def is_loopback(ip: str) -> bool:

@@ -1,0 +1,77 @@
+"""Triton's own Prometheus metrics, read from a pilot's metrics port: what the server saw, as
+opposed to what the clients measured. The achieved batch size (inferences per execution) and the
+queue time tell whether the server or the clients are the limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from dgaas_flow.processes import http_get
+
+# Counters summed over models and versions: Triton's name -> ours.
+COUNTERS = {
+    "nv_inference_request_success": "requests",
+    "nv_inference_request_failure": "failures",
+    "nv_inference_count": "inferences",
+    "nv_inference_exec_count": "executions",
+    "nv_inference_request_duration_us": "request_us",
+    "nv_inference_queue_duration_us": "queue_us",
+    "nv_inference_compute_input_duration_us": "compute_input_us",
+    "nv_inference_compute_infer_duration_us": "compute_infer_us",
+    "nv_inference_compute_output_duration_us": "compute_output_us",
+}
+GPU_UTILIZATION = "nv_gpu_utilization"  # a gauge, 0..1 per GPU
+
+
+def parse(text: str) -> dict[str, float]:
+    """Counters by our names, and `gpu_utilization` (the mean over GPUs) when the server has any."""
+    totals = dict.fromkeys(COUNTERS.values(), 0.0)
+    gpus: list[float] = []
+    for family in text_string_to_metric_families(text):
+        # the parser names a counter's samples <name>_total, whatever the server wrote
+        samples = [s.value for s in family.samples if s.name in (family.name, f"{family.name}_total")]
+        if family.name in COUNTERS:
+            totals[COUNTERS[family.name]] += sum(samples)
+        elif family.name == GPU_UTILIZATION:
+            gpus += samples
+    if gpus:
+        totals["gpu_utilization"] = sum(gpus) / len(gpus)
+    return totals
+
+
+def scrape(url: str, timeout: float = 2.0) -> dict[str, float] | None:
+    """One reading of a metrics URL; None when the server does not answer."""
+    status, body = http_get(url, timeout)
+    if status != 200:
+        return None
+    try:
+        return parse(body.decode(errors="replace"))
+    except ValueError:
+        return None
+
+
+def add(total: dict[str, float], reading: dict[str, float]) -> dict[str, float]:
+    """Counters of two server lifetimes (a restart resets Triton's counters)."""
+    return {k: total.get(k, 0.0) + v for k, v in reading.items() if k != "gpu_utilization"}
+
+
+def describe(counters: dict[str, float] | None) -> dict[str, Any]:
+    """The figures a person reads: requests, achieved batch size, queue and compute time."""
+    if not counters:
+        return {"requests": None, "failures": None, "inferences": None, "executions": None, "avg_batch": None,
+                "queue_ms_per_request": None, "compute_ms_per_execution": None, "gpu_utilization": None}
+    requests, executions = counters.get("requests", 0.0), counters.get("executions", 0.0)
+    per = lambda us, n: round(us / n / 1000.0, 3) if n else None  # noqa: E731
+    gpu = counters.get("gpu_utilization")
+    return {
+        "requests": int(requests),
+        "failures": int(counters.get("failures", 0.0)),
+        "inferences": int(counters.get("inferences", 0.0)),
+        "executions": int(executions),
+        "avg_batch": round(counters.get("inferences", 0.0) / executions, 2) if executions else None,
+        "queue_ms_per_request": per(counters.get("queue_us", 0.0), requests),
+        "compute_ms_per_execution": per(counters.get("compute_infer_us", 0.0), executions),
+        "gpu_utilization": round(gpu, 3) if gpu is not None else None,
+    }

@@ -1,0 +1,115 @@
+"""Scale tests: the same workflow at growing numbers of pilots and client workers, to learn how
+far a site and a model go. Each step is an ordinary campaign in its own folder (its blocks and
+pilots start and stop with it), so every step has the full record a campaign has; scale.json
+puts the steps side by side. A rerun keeps the steps that completed and redoes the rest."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dgaas_flow.campaign import SUMMARY, enumerate_items, run_campaign
+from dgaas_flow.errors import UserError
+from dgaas_flow.inputs import InputItem
+from dgaas_flow.spec import ScaleStep, Workflow
+
+SCALE = "scale.json"
+
+
+def step_workflow(wf: Workflow, step: ScaleStep) -> Workflow:
+    """The workflow with exactly step.blocks blocks (so pilots) and the step's workers."""
+    provider = wf.provider.model_copy(update={
+        "init_blocks": step.blocks, "min_blocks": step.blocks, "max_blocks": step.blocks,
+        "workers_per_node": step.workers_per_node or wf.provider.workers_per_node,
+    })
+    step_wf = wf.model_copy(update={"provider": provider, "scale_test": None})
+    step_wf._source = wf.source
+    return step_wf
+
+
+def step_items(wf: Workflow, step: ScaleStep) -> Iterator[InputItem]:
+    """The inputs, cycled until the step has its items or its time (hold_s, start-up included);
+    later rounds get ids suffixed #1, #2... so each inferred item keeps one line in results."""
+    deadline = time.monotonic() + step.hold_s if step.hold_s else None
+    produced = 0
+    for round_ in itertools.count():
+        empty = True
+        for item in enumerate_items(wf):
+            if (step.items is not None and produced >= step.items) or (deadline and time.monotonic() > deadline):
+                return
+            empty = False
+            produced += 1
+            yield item if round_ == 0 else replace(item, id=f"{item.id}#{round_}")
+        if empty:
+            return
+
+
+def step_record(name: str, step_wf: Workflow, summary: dict[str, Any]) -> dict[str, Any]:
+    p = step_wf.provider
+    pilots = [pilot for pilot in summary["pilots"] if "host" in pilot]
+    return {
+        "name": name, "run_dir": name, "blocks": p.init_blocks, "workers_per_node": p.workers_per_node,
+        "workers": summary["workers"], "pilots": len(pilots), "items": summary["items_this_run"],
+        "failed": summary["items_failed"], "wall_seconds": summary["wall_seconds"],
+        "items_per_second": summary["steady_items_per_second"] or summary["items_per_second"],
+        "time_to_first_result_s": summary["time_to_first_result_s"], "latency_ms": summary["latency_ms"],
+        "items_per_pilot": {pilot["endpoint"]: pilot["items"] for pilot in summary["pilots"]},
+        "restarts": summary["restarts"], "triton": summary["triton"],
+    }
+
+
+def run_scale_test(wf: Workflow, out: str | Path | None = None, progress: str = "auto",
+                   stop: threading.Event | None = None) -> dict[str, Any]:
+    if wf.scale_test is None:
+        raise UserError(f"{wf.source}: scale_test: not set; add e.g. `scale_test: {{steps: [{{blocks: 1, "
+                        "items: 5000}, {blocks: 2, items: 5000}]}}` to the workflow")
+    out_dir = wf.out_dir(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scale: dict[str, Any] = {"workflow": wf.name, "provider": wf.provider.name, "model": wf.model.name,
+                             "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "steps": []}
+    for n, step in enumerate(wf.scale_test.steps, 1):
+        name, step_wf = f"step-{n}", step_workflow(wf, step)
+        run_dir = out_dir / name
+        summary = _completed(run_dir)
+        if summary is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            summary = run_campaign(step_wf, out=run_dir, progress=progress, stop=stop,
+                                   items=step_items(wf, step), total=step.items)
+        scale["steps"].append(step_record(name, step_wf, summary))
+        (out_dir / SCALE).write_text(json.dumps(scale, indent=2) + "\n")
+    return scale
+
+
+def _completed(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        summary = json.loads((run_dir / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("complete") else None
+
+
+def format_scale(scale: dict[str, Any]) -> str:
+    lines = [f"scale test of {scale['workflow']} on provider {scale['provider']}",
+             f"  {'step':<8}{'pilots':>7}{'workers':>8}{'items':>9}{'failed':>7}{'items/s':>10}"
+             f"{'p50 ms':>9}{'p99 ms':>9}{'batch':>7}"]
+    for s in scale["steps"]:
+        lat = s["latency_ms"]
+        batches = [t["avg_batch"] for t in s["triton"] if t["avg_batch"]]
+        lines.append(
+            f"  {s['name']:<8}{s['pilots']:>7}{s['workers']:>8}{s['items']:>9}{s['failed']:>7}"
+            f"{s['items_per_second']:>10.1f}{_ms(lat['p50']):>9}{_ms(lat['p99']):>9}"
+            f"{(f'{sum(batches) / len(batches):.1f}' if batches else '-'):>7}"
+        )
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "-"

@@ -1,0 +1,103 @@
+"""What a campaign measures while it runs, in memory that does not grow with the item count:
+request latencies in an HDR histogram, and a timeline of progress streamed to timeline.jsonl."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+TIMELINE = "timeline.jsonl"
+TIMELINE_EVERY_S = 1.0
+# 1 µs to 1 h at 3 significant digits: about 200 kB whatever the number of requests.
+_LOWEST_US, _HIGHEST_US, _DIGITS = 1, 3_600_000_000, 3
+_FIRST_BUCKET_US, _BUCKET_GROWTH = 50, 1.25
+
+
+class Latencies:
+    """Request latencies; percentiles exact to 0.1 %, plus a log-bucketed distribution to plot."""
+
+    def __init__(self) -> None:
+        self._hist = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+
+    def record(self, latencies_ms: list[float]) -> None:
+        for ms in latencies_ms:
+            self._hist.record_value(min(max(int(ms * 1000.0), _LOWEST_US), _HIGHEST_US))
+
+    @property
+    def count(self) -> int:
+        return self._hist.get_total_count()
+
+    def summary(self) -> dict[str, Any]:
+        if not self.count:
+            return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None, "histogram": []}
+        ms = lambda us: round(us / 1000.0, 3)  # noqa: E731
+        result: dict[str, Any] = {f"p{q}": ms(self._hist.get_value_at_percentile(q)) for q in (50, 95, 99)}
+        result["mean"] = ms(self._hist.get_mean_value())
+        result["max"] = ms(self._hist.get_max_value())
+        result["histogram"] = [
+            [ms(step.value_iterated_to), step.count_added_in_this_iter_step]
+            for step in self._hist.get_log_iterator(_FIRST_BUCKET_US, _BUCKET_GROWTH)
+        ]
+        return result
+
+
+@dataclass
+class RunStats:
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    items: int = 0
+    failed: int = 0
+    resumed: int = 0
+    first_result_s: float | None = None
+    first_items: int = 0  # items in the first result, finished before first_result_s
+    last_result_s: float | None = None
+    latencies: Latencies = field(default_factory=Latencies)
+
+    def add(self, items: int, failed: int, latencies_ms: list[float]) -> None:
+        now = time.monotonic() - self.started
+        if self.first_result_s is None:
+            self.first_result_s, self.first_items = now, items
+        self.last_result_s = now
+        self.items += items
+        self.failed += failed
+        self.latencies.record(latencies_ms)
+
+    @property
+    def wall_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def steady_rate(self) -> float | None:
+        """Items/s from the first result to the last: the pace once blocks and pilots were up."""
+        if self.first_result_s is None or self.last_result_s is None:
+            return None
+        span = self.last_result_s - self.first_result_s
+        return round((self.items - self.first_items) / span, 2) if span > 0 else None
+
+
+class Timeline:
+    """timeline.jsonl: progress about once a second, so a report can plot throughput over time
+    and pilots coming up, even for a run that was killed."""
+
+    def __init__(self, path: Path, stats: RunStats):
+        self.stats = stats
+        self._file = open(path, "w")  # noqa: SIM115 - held open for the campaign's lifetime
+        self._last = float("-inf")
+
+    def tick(self, pilots_up: int, pilots_ready: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < TIMELINE_EVERY_S:
+            return
+        self._last = now
+        record = {"t": round(now - self.stats.started, 3), "items": self.stats.items, "failed": self.stats.failed,
+                  "pilots_up": pilots_up, "pilots_ready": pilots_ready}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
