@@ -211,7 +211,7 @@ def _cmd_pilot_wrap(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise UserError("pilot wrap: give the command to run after --")
-    return wrap(_pilot_config(args), cmd, block=args.block)
+    return wrap(_pilot_config(args), cmd, block=args.block, wait_ready=not args.start_with_server)
 
 
 def _add_pilot_source(p: argparse.ArgumentParser) -> None:
@@ -297,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pilot_source(p)
     p.add_argument("--config", help="pilot config JSON written by a campaign")
     p.add_argument("--block", help="Parsl block id, recorded in the endpoint")
+    p.add_argument("--start-with-server", action="store_true",
+                   help="start CMD while the server starts, not once it is ready; for commands whose tasks find "
+                        "the server through dgaas-flow's discovery, which waits for the endpoint file to say ready")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ...")
     p.set_defaults(func=_cmd_pilot_wrap)
 

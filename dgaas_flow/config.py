@@ -38,7 +38,8 @@ def pilot_launch_cmd(spec: ProviderBase, pilot_config: Path | None) -> str:
     """The worker pool command, wrapped by the pilot when this provider starts pilots."""
     if pilot_config is None:
         return DEFAULT_LAUNCH_CMD
-    wrap = [python_on_nodes(spec), "-m", "dgaas_flow", "pilot", "wrap", "--config", str(pilot_config)]
+    wrap = [python_on_nodes(spec), "-m", "dgaas_flow", "pilot", "wrap", "--config", str(pilot_config),
+            "--start-with-server"]
     # {{block_id}} survives the executor's first str.format and is filled per block.
     return shlex.join(wrap) + " --block {{block_id}} -- " + DEFAULT_LAUNCH_CMD
 

@@ -53,10 +53,11 @@ class InferRequest:
         )
 
 
-def _as_input(array: np.ndarray, info: TensorInfo) -> np.ndarray:
-    if not info.accepts(array.shape):
-        raise ValueError(f"shape {list(array.shape)} does not fit model input {info.name} {list(info.shape)}")
-    return array.astype(info.dtype, copy=False)
+def _as_input(block: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """A block of items (first axis) as the model's input tensor type."""
+    if not info.accepts(block.shape[1:]):
+        raise ValueError(f"shape {list(block.shape[1:])} does not fit model input {info.name} {list(info.shape)}")
+    return block.astype(info.dtype, copy=False)
 
 
 def _decode(row: np.ndarray, top_k: int) -> dict[str, Any]:
@@ -121,34 +122,38 @@ def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
         message = f"{type(exc).__name__}: {exc}"
         return {"results": [_error(i, message, session.url) for i, _, _ in items], "latencies_ms": []}
 
-    ready: list[tuple[str, np.ndarray]] = []
-    reader = ItemReader(req.format)
-    for item_id, path, row in items:
+    ready_ids: list[str] = []
+    blocks: list[np.ndarray] = []
+    for ids, path, data in ItemReader(req.format).blocks(items):
         try:
-            ready.append((item_id, _as_input(reader.read(path, row), input_info)))
+            if isinstance(data, Exception):
+                raise data
+            blocks.append(_as_input(data, input_info))
+            ready_ids += ids
         except Exception as exc:  # noqa: BLE001 - corrupt or unreadable input is the item's error
-            results[item_id] = _error(item_id, f"cannot read {path}: {exc}", None)
+            results.update((i, _error(i, f"cannot read {path}: {exc}", None)) for i in ids)
+    inputs = np.concatenate(blocks) if blocks else None
 
     batched = info.max_batch_size > 0
     size = min(req.batch_size or info.max_batch_size, info.max_batch_size) if batched else 1
-    for start in range(0, len(ready), size):
-        group = ready[start:start + size]
-        batch = np.stack([a for _, a in group]) if batched else group[0][1]
+    for start in range(0, len(ready_ids), size):
+        group = ready_ids[start:start + size]
+        batch = inputs[start:start + size] if batched else inputs[start]
         t0 = time.perf_counter()
         try:
             out = session.call(
                 lambda c, b=batch: c.infer(req.model, req.version, b, input_info, output, req.top_k)
             )
         except Exception as exc:  # noqa: BLE001
-            for item_id, _ in group:
-                results[item_id] = _error(item_id, f"{type(exc).__name__}: {exc}", session.url)
+            message = f"{type(exc).__name__}: {exc}"
+            results.update((i, _error(i, message, session.url)) for i in group)
             continue
         ms = (time.perf_counter() - t0) * 1000.0
         latencies.append(ms)
         rows = out if batched else out[None]
-        for (item_id, _), row in zip(group, rows, strict=True):
-            results[item_id] = {"id": item_id, "ok": True, **_decode(row, req.top_k),
-                                "pilot": session.url, "block": block, "latency_ms": round(ms, 3)}
+        done = {"ok": True, "pilot": session.url, "block": block, "latency_ms": round(ms, 3)}
+        for item_id, row in zip(group, rows, strict=True):
+            results[item_id] = {"id": item_id, **_decode(row, req.top_k), **done}
     return {"results": [results[i] for i, _, _ in items], "latencies_ms": latencies}
 
 

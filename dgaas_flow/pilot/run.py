@@ -18,15 +18,18 @@ from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, t
 DEFAULT_PILOT_DIR = Path(os.environ.get("DGAAS_PILOT_DIR", Path.home() / ".dgaas-flow" / "pilot"))
 
 
-def wrap(config: PilotConfig, cmd: list[str], block: str | None = None) -> int:
-    """Start the pilot and, while its server starts, cmd with the endpoint in its environment;
-    stop the pilot when cmd ends. Starting both at once hides the worker pool's start-up behind
-    the server's: tasks wait for the endpoint file to say `ready` (see discovery)."""
+def wrap(config: PilotConfig, cmd: list[str], block: str | None = None, wait_ready: bool = True) -> int:
+    """Start the pilot, run cmd with the endpoint in its environment, stop the pilot when cmd
+    ends. wait_ready=False starts cmd while the server starts: a campaign's worker pool then
+    starts up meanwhile (a second or two saved), its tasks waiting for the endpoint file to say
+    `ready` (see discovery)."""
     pilot = Pilot(config, block=block)
     child: subprocess.Popen | None = None
     with stop_on_signals(pilot.stop):
         try:
             endpoint = pilot.launch()
+            if wait_ready:
+                pilot.wait_ready()
             child = subprocess.Popen(cmd, env={**os.environ, **endpoint.worker_env(pilot.endpoint_file)})
             pilot.wait_ready()
             return child.wait()
