@@ -23,15 +23,14 @@ from dgaas_flow import inputs, metrics
 from dgaas_flow.config import make_config
 from dgaas_flow.errors import PilotError
 from dgaas_flow.inputs import InputItem
-from dgaas_flow.pilot.endpoint import read_registry
+from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 from dgaas_flow.pilot.supervisor import PilotConfig
 from dgaas_flow.progress import Progress
+from dgaas_flow.runfiles import RESULTS, SUMMARY, TIMELINE, WORKFLOW
 from dgaas_flow.spec import Workflow
-from dgaas_flow.stats import TIMELINE, RunStats, Timeline
+from dgaas_flow.stats import RunStats, Timeline
 from dgaas_flow.tasks import InferRequest, infer_chunk
 
-RESULTS = "results.jsonl"
-SUMMARY = "summary.json"
 PILOT_STOP_WAIT_S = 30.0
 
 
@@ -109,7 +108,7 @@ def run_campaign(
     stats = RunStats()
     out_dir = wf.out_dir(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "workflow.json").write_text(wf.model_dump_json(indent=2))
+    (out_dir / WORKFLOW).write_text(wf.model_dump_json(indent=2))
     registry = out_dir / "pilots"
     pilot_config = pilot_config_path(wf, out_dir)
     if pilot_config is not None:
@@ -129,19 +128,19 @@ def run_campaign(
     dfk = parsl.load(make_config(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries))
     bar = Progress(total, stats.resumed, mode=progress)
     timeline = Timeline(out_dir / TIMELINE, stats)
-    watch = PilotWatch(registry)
+    watch = PilotWatch(registry, since=stats.started_at)
     complete = False
     try:
         _fan_out(wf, todo, request, results, stats, _Display(bar, timeline, watch), stop or threading.Event())
         complete = True
     finally:
-        timeline.tick(*watch.counts(), force=True)
+        timeline.tick(watch.up, watch.ready, force=True)
         bar.close()
         results.close()
         timeline.close()
         dfk.cleanup()
         parsl.clear()
-        _wait_for_pilots(registry)
+        _wait_for_pilots(registry, since=stats.started_at)
         summary = summarize(wf, out_dir, total, stats)
         summary["complete"] = complete
         (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
@@ -151,10 +150,10 @@ def run_campaign(
 class PilotWatch:
     """Reads the pilots' endpoint files at most once a second: how many are up and ready for the
     progress display, and a fast, clear failure when every pilot has failed (nothing could ever
-    finish)."""
+    finish). Only this run's pilots count: those an earlier run left in the folder are history."""
 
-    def __init__(self, registry: Path, every_s: float = 1.0):
-        self.registry, self.every_s = registry, every_s
+    def __init__(self, registry: Path, since: str, every_s: float = 1.0):
+        self.registry, self.since, self.every_s = registry, since, every_s
         self.up = self.ready = 0
         self._last = float("-inf")
 
@@ -162,7 +161,7 @@ class PilotWatch:
         """(pilots up: starting, ready or restarting; pilots ready)."""
         if time.monotonic() - self._last >= self.every_s:
             self._last = time.monotonic()
-            endpoints = read_registry(self.registry)
+            endpoints = pilots_since(self.registry, self.since)
             self.ready = sum(1 for e in endpoints if e.state == "ready")
             self.up = sum(1 for e in endpoints if e.state in ("starting", "ready", "restarting"))
             if endpoints and all(e.state == "failed" for e in endpoints):
@@ -222,12 +221,17 @@ def _fan_out(wf, todo, request, results, stats: RunStats, display: _Display, sto
     wait_while(lambda: bool(in_flight))
 
 
-def _wait_for_pilots(registry: Path) -> None:
+def pilots_since(registry: Path, since: str) -> list[Endpoint]:
+    """The pilots that started at or after `since` (an ISO time in seconds, as endpoints record)."""
+    return [e for e in read_registry(registry) if e.started_at >= since]
+
+
+def _wait_for_pilots(registry: Path, since: str) -> None:
     """Blocks were told to stop; return once their pilots say so (bounded), so no server outlives
     the campaign that started it."""
     deadline = time.monotonic() + PILOT_STOP_WAIT_S
     while time.monotonic() < deadline:
-        if all(e.state in ("stopped", "failed") for e in read_registry(registry)):
+        if all(e.state in ("stopped", "failed") for e in pilots_since(registry, since)):
             return
         time.sleep(0.2)
 
@@ -260,7 +264,9 @@ def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[
         if e.metrics:
             triton.append({"endpoint": e.http_url, "metrics_url": e.metrics_url, **metrics.describe(e.metrics)})
     pilots += [{"endpoint": url, "items": n} for url, n in per_pilot.items()]
-    blocks = len({(p["host"], p["block"]) for p in pilots if "host" in p}) or wf.provider.init_blocks
+    p = wf.provider
+    this_run = pilots_since(out_dir / "pilots", stats.started_at)
+    nodes = len(this_run) or p.init_blocks * p.nodes_per_block  # a pilot per node; none: a gateway's
     summary: dict[str, Any] = {
         "workflow": wf.name,
         "provider": wf.provider.name,
@@ -278,8 +284,8 @@ def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[
         "time_to_first_result_s": round(stats.first_result_s, 3) if stats.first_result_s is not None else None,
         "requests": stats.latencies.count,
         "latency_ms": stats.latencies.summary(),
-        "blocks": blocks,
-        "workers": blocks * wf.provider.workers_per_node * wf.provider.nodes_per_block,
+        "blocks": len({e.block for e in this_run}) or p.init_blocks,
+        "workers": nodes * p.workers_per_node,
         "pilots": pilots,
         "restarts": sum(p.get("restarts", 0) for p in pilots),
         "triton": triton,

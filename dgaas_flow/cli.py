@@ -22,12 +22,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dgaas_flow.spec import load_workflow
 
     wf = load_workflow(args.workflow, provider=args.provider)
-    mode = "quiet" if args.quiet else args.progress
-    stop = _stop_on_signals()
-    try:
-        summary = run_campaign(wf, out=args.out, limit=args.limit, progress=mode, stop=stop)
-    except KeyboardInterrupt:
-        raise Interrupted(stop.signum) from None  # type: ignore[attr-defined]
+    summary = _until_signalled(lambda stop: run_campaign(wf, out=args.out, limit=args.limit,
+                                                         progress=_progress(args), stop=stop))
     print(format_summary(summary))
     return 0 if summary["items_failed"] == 0 else 1
 
@@ -37,12 +33,7 @@ def _cmd_scale_test(args: argparse.Namespace) -> int:
     from dgaas_flow.spec import load_workflow
 
     wf = load_workflow(args.workflow, provider=args.provider)
-    mode = "quiet" if args.quiet else args.progress
-    stop = _stop_on_signals()
-    try:
-        scale = run_scale_test(wf, out=args.out, progress=mode, stop=stop)
-    except KeyboardInterrupt:
-        raise Interrupted(stop.signum) from None  # type: ignore[attr-defined]
+    scale = _until_signalled(lambda stop: run_scale_test(wf, out=args.out, progress=_progress(args), stop=stop))
     print(format_scale(scale))
     return 0 if all(step["failed"] == 0 for step in scale["steps"]) else 1
 
@@ -53,6 +44,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     page = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
     print(f"report: {page}")
     return 0
+
+
+def _progress(args: argparse.Namespace) -> str:
+    return "quiet" if args.quiet else args.progress
+
+
+def _until_signalled(run):
+    """Run run(stop) with SIGINT/SIGTERM setting stop; a stop ends as Interrupted (exit 128+signal)."""
+    stop = _stop_on_signals()
+    try:
+        return run(stop)
+    except KeyboardInterrupt:
+        raise Interrupted(stop.signum) from None  # type: ignore[attr-defined]
 
 
 class Interrupted(KeyboardInterrupt):

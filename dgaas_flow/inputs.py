@@ -45,13 +45,15 @@ def row_count(path: str) -> int | None:
     """Rows of a .npy array, read from its header only; None when it is not one (the task then
     records the file's error for its item)."""
     try:
-        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
-    except (OSError, ValueError, IndexError):
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        return int(array.shape[0]) if isinstance(array, np.ndarray) and array.ndim else None
+    except Exception:  # noqa: BLE001 - any unreadable file: the task records why, for its item
         return None
 
 
 def enumerate_items(files: str, fmt: str, labels: str, limit: int | None = None) -> Iterator[InputItem]:
-    """Items in the filesystem's order (stable for an unchanged folder), streamed."""
+    """Items in the filesystem's order (stable for an unchanged folder, but not sorted: `--limit N`
+    takes the first N in that order), streamed; glob holds one folder's names at a time."""
     root = glob_root(files)
     paths = (p for p in glob.iglob(files, recursive=True) if os.path.isfile(p))
 
@@ -88,6 +90,8 @@ class ItemReader:
                     j += 1
             try:
                 block: np.ndarray | Exception = self._read(path, row, row + (j - i) if row is not None else None)
+                if len(block) != j - i:
+                    raise ValueError(f"has fewer rows than when the campaign listed it ({row + len(block)})")
             except Exception as exc:  # noqa: BLE001 - an unreadable input is its items' recorded error
                 block = exc
             yield [item[0] for item in items[i:j]], path, block
@@ -97,8 +101,8 @@ class ItemReader:
         if self.fmt == "rows":
             if path not in self._arrays:
                 self._arrays[path] = np.load(path, mmap_mode="r", allow_pickle=False)
-            if start is None:
-                raise ValueError("not an array of rows")
+            if start is None or not isinstance(self._arrays[path], np.ndarray):
+                raise ValueError("not a .npy array of rows")
             return np.asarray(self._arrays[path][start:stop])
         if self.fmt == "npy":
             return np.load(path, allow_pickle=False)[None]

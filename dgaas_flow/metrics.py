@@ -54,7 +54,8 @@ def scrape(url: str, timeout: float = 2.0) -> dict[str, float] | None:
 
 def add(total: dict[str, float], reading: dict[str, float]) -> dict[str, float]:
     """Counters of two server lifetimes (a restart resets Triton's counters)."""
-    return {k: total.get(k, 0.0) + v for k, v in reading.items() if k != "gpu_utilization"}
+    keys = (total.keys() | reading.keys()) - {"gpu_utilization"}
+    return {k: total.get(k, 0.0) + reading.get(k, 0.0) for k in keys}
 
 
 def describe(counters: dict[str, float] | None) -> dict[str, Any]:

@@ -16,12 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.campaign import SUMMARY, enumerate_items, run_campaign
+from dgaas_flow.campaign import enumerate_items, run_campaign
 from dgaas_flow.errors import UserError
 from dgaas_flow.inputs import InputItem
+from dgaas_flow.runfiles import SCALE, STEP, SUMMARY
 from dgaas_flow.spec import ScaleStep, Workflow
-
-SCALE = "scale.json"
 
 
 def step_workflow(wf: Workflow, step: ScaleStep) -> Workflow:
@@ -78,9 +77,11 @@ def run_scale_test(wf: Workflow, out: str | Path | None = None, progress: str = 
     for n, step in enumerate(wf.scale_test.steps, 1):
         name, step_wf = f"step-{n}", step_workflow(wf, step)
         run_dir = out_dir / name
-        summary = _completed(run_dir)
+        summary = _completed(run_dir, step)
         if summary is None:
             shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            (run_dir / STEP).write_text(step.model_dump_json())
             summary = run_campaign(step_wf, out=run_dir, progress=progress, stop=stop,
                                    items=step_items(wf, step), total=step.items)
         scale["steps"].append(step_record(name, step_wf, summary))
@@ -88,12 +89,14 @@ def run_scale_test(wf: Workflow, out: str | Path | None = None, progress: str = 
     return scale
 
 
-def _completed(run_dir: Path) -> dict[str, Any] | None:
+def _completed(run_dir: Path, step: ScaleStep) -> dict[str, Any] | None:
+    """The summary of this step from an earlier run, if that run completed the same step."""
     try:
         summary = json.loads((run_dir / SUMMARY).read_text())
+        same = ScaleStep.model_validate_json((run_dir / STEP).read_text()) == step
     except (OSError, ValueError):
         return None
-    return summary if summary.get("complete") else None
+    return summary if same and summary.get("complete") else None
 
 
 def format_scale(scale: dict[str, Any]) -> str:

@@ -12,7 +12,6 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-TIMELINE = "timeline.jsonl"
 TIMELINE_EVERY_S = 1.0
 # 1 µs to 1 h at 3 significant digits: about 200 kB whatever the number of requests.
 _LOWEST_US, _HIGHEST_US, _DIGITS = 1, 3_600_000_000, 3

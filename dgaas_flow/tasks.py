@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from parsl import python_app
 
-from dgaas_flow.client import ModelInfo, TensorInfo, cached_client, drop_client, retryable, wait_until_ready
+from dgaas_flow.client import ModelInfo, cached_client, drop_client, retryable, wait_until_ready
+from dgaas_flow.errors import PilotError
 from dgaas_flow.gateway.tokens import optional_auth_headers
 from dgaas_flow.inputs import Item, ItemReader
 from dgaas_flow.pilot.discovery import resolve_endpoint
@@ -53,11 +54,13 @@ class InferRequest:
         )
 
 
-def _as_input(block: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """A block of items (first axis) as the model's input tensor type."""
-    if not info.accepts(block.shape[1:]):
-        raise ValueError(f"shape {list(block.shape[1:])} does not fit model input {info.name} {list(info.shape)}")
-    return block.astype(info.dtype, copy=False)
+def _stack(blocks: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """All items as one array, sliced into requests without copies; a list of single items when
+    their shapes differ (a model with variable dimensions), each request then stacking its own."""
+    try:
+        return np.concatenate(blocks) if blocks else np.empty(0)
+    except ValueError:
+        return [row for block in blocks for row in block]
 
 
 def _decode(row: np.ndarray, top_k: int) -> dict[str, Any]:
@@ -82,17 +85,25 @@ class _Session:
         self.url: str | None = None
         self.headers: dict[str, str] | None = None
 
-    def connect(self):
+    def connect(self, fresh: bool = False):
+        """The client of the server discovery finds; resolved again only after a failure (the
+        server may have moved), not for every request."""
         if self.headers is None:
             self.headers = optional_auth_headers(self.req.token_file)
+        if self.url is None or fresh:
+            self.url = self._resolve()
+        return cached_client(self.url, self.req.protocol, self.req.timeout_s, self.headers)
+
+    def _resolve(self) -> str:
+        # a pilot started with its workers may still be starting: its worst case is a `before`
+        # step (e.g. an image pull) and a server start, each bounded by ready_timeout_s
         endpoint = resolve_endpoint(self.req.server_url, gateway=self.req.gateway,
-                                    ready_timeout_s=self.req.ready_timeout_s)
+                                    ready_timeout_s=2 * self.req.ready_timeout_s + 30)
         url = endpoint.url(self.req.protocol)
         if url is None:
             raise ValueError(f"the server found offers no {self.req.protocol} endpoint; "
                              f"set client.protocol to the other one")
-        self.url = url
-        return cached_client(url, self.req.protocol, self.req.timeout_s, self.headers)
+        return url
 
     def call(self, fn):
         """Run fn(client), retrying transport failures with backoff and a fresh connection."""
@@ -104,7 +115,7 @@ class _Session:
                 drop_client(client.url, client.protocol)
                 if attempt == self.req.retries or not retryable(exc):
                     raise
-                wait_until_ready(self.connect(), self.req.backoff_s * 2**attempt)
+                wait_until_ready(self.connect(fresh=True), self.req.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
 
@@ -118,6 +129,8 @@ def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
         info: ModelInfo = session.call(lambda c: c.model_info(req.model, req.version))
         input_info = info.input(req.input_tensor)
         output = info.output(req.output_tensor).name
+    except PilotError:
+        raise  # this node's pilot failed: Parsl retries the chunk on another block
     except Exception as exc:  # noqa: BLE001 - every item must get a recorded error, never vanish
         message = f"{type(exc).__name__}: {exc}"
         return {"results": [_error(i, message, session.url) for i, _, _ in items], "latencies_ms": []}
@@ -125,22 +138,25 @@ def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
     ready_ids: list[str] = []
     blocks: list[np.ndarray] = []
     for ids, path, data in ItemReader(req.format).blocks(items):
-        try:
-            if isinstance(data, Exception):
-                raise data
-            blocks.append(_as_input(data, input_info))
+        if isinstance(data, Exception):  # the reason leads, so failures_by_reason groups them
+            results.update((i, _error(i, f"cannot read: {path}: {data}", None)) for i in ids)
+        elif not input_info.accepts(data.shape[1:]):
+            message = f"wrong shape: {path}: {list(data.shape[1:])}, model input {input_info.name} " \
+                      f"takes {list(input_info.shape)}"
+            results.update((i, _error(i, message, None)) for i in ids)
+        else:
+            blocks.append(data.astype(input_info.dtype, copy=False))
             ready_ids += ids
-        except Exception as exc:  # noqa: BLE001 - corrupt or unreadable input is the item's error
-            results.update((i, _error(i, f"cannot read {path}: {exc}", None)) for i in ids)
-    inputs = np.concatenate(blocks) if blocks else None
+    inputs = _stack(blocks)
 
     batched = info.max_batch_size > 0
     size = min(req.batch_size or info.max_batch_size, info.max_batch_size) if batched else 1
     for start in range(0, len(ready_ids), size):
         group = ready_ids[start:start + size]
-        batch = inputs[start:start + size] if batched else inputs[start]
         t0 = time.perf_counter()
         try:
+            batch = (np.stack(inputs[start:start + size]) if isinstance(inputs, list) else inputs[start:start + size]) \
+                if batched else inputs[start]
             out = session.call(
                 lambda c, b=batch: c.infer(req.model, req.version, b, input_info, output, req.top_k)
             )

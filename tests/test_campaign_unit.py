@@ -33,15 +33,16 @@ def test_rows_files_give_one_item_per_row_read_back_by_the_task(tmp_path):
     items = {i.id: i for i in enumerate_files(str(tmp_path / "**" / "*.npy"), "rows", "parent_dir")}
     assert set(items) == {"a.npy:0", "a.npy:1", "a.npy:2", "b/c.npy:0", "broken.npy"}
     assert items["b/c.npy:0"].label == "b" and items["broken.npy"].row is None
-    reader = ItemReader("rows")
-    assert reader.read(*items["a.npy:2"].task_item()[1:]).tolist() == [8.0, 9.0, 10.0, 11.0]
-    assert reader.read(*items["b/c.npy:0"].task_item()[1:]).tolist() == [0.0, 10.0, 20.0, 30.0]
-    try:
-        reader.read(*items["broken.npy"].task_item()[1:])
-    except ValueError as exc:
-        assert "pickle" in str(exc) or "header" in str(exc) or "not" in str(exc)
-    else:
-        raise AssertionError("a broken rows file must raise, so its item gets a recorded error")
+    chunk = [items[i].task_item() for i in ("a.npy:1", "a.npy:2", "b/c.npy:0", "broken.npy", "a.npy:0")]
+    blocks = list(ItemReader("rows").blocks(chunk))
+    # consecutive rows of one file are read as one block; the rest alone
+    assert [ids for ids, _, _ in blocks] == [["a.npy:1", "a.npy:2"], ["b/c.npy:0"], ["broken.npy"], ["a.npy:0"]]
+    assert blocks[0][2].tolist() == [[4, 5, 6, 7], [8, 9, 10, 11]]
+    assert blocks[1][2].tolist() == [[0, 10, 20, 30]]
+    assert isinstance(blocks[2][2], ValueError) and "broken.npy" not in str(blocks[2][2])  # numpy's reason
+    np.save(tmp_path / "a.npy", a[:1])  # the file shrank after it was listed: an error, not a short block
+    (_, _, shrunk), = ItemReader("rows").blocks([items["a.npy:1"].task_item(), items["a.npy:2"].task_item()])
+    assert isinstance(shrunk, ValueError) and "fewer rows" in str(shrunk)
 
 
 def test_enumerating_a_million_rows_holds_no_list_of_them(tmp_path):
@@ -77,7 +78,7 @@ def test_summary_counts_the_whole_campaign_and_this_runs_speed(tmp_path, digits_
     records = [
         {"id": "1", "ok": True, "prediction": "3", "label": "3", "correct": True, "pilot": "http://p:1"},
         {"id": "2", "ok": True, "prediction": "4", "label": "5", "correct": False, "pilot": "http://p:1"},
-        {"id": "3", "ok": False, "error": "cannot read x: bad", "label": "1", "pilot": None},
+        {"id": "3", "ok": False, "error": "cannot read: x: bad", "label": "1", "pilot": None},
     ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     stats = RunStats(resumed=1)
@@ -86,7 +87,7 @@ def test_summary_counts_the_whole_campaign_and_this_runs_speed(tmp_path, digits_
     assert (s["items_total"], s["items_ok"], s["items_failed"]) == (3, 2, 1)
     assert s["accuracy"] == 0.5
     assert s["pilots"] == [{"endpoint": "http://p:1", "items": 2}]
-    assert s["failures_by_reason"] == {"cannot read x": 1}
+    assert s["failures_by_reason"] == {"cannot read": 1}
     assert s["latency_ms"]["p50"] == 2.0 and abs(s["latency_ms"]["max"] - 4.0) < 0.01 and s["requests"] == 4
     assert sum(n for _, n in s["latency_ms"]["histogram"]) == 4
     assert s["time_to_first_result_s"] is not None and s["triton"] == []

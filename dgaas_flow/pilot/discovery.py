@@ -35,7 +35,7 @@ def _gateway(address: str) -> Endpoint:
     return Endpoint(http_url=f"http://{address}", grpc_url=f"grpc://{address}", state="ready")
 
 
-WAIT_POLL_S = 0.05
+WAIT_POLL_S = 0.2
 
 
 def wait_for_pilot(path: Path, timeout_s: float) -> Endpoint:
@@ -43,7 +43,13 @@ def wait_for_pilot(path: Path, timeout_s: float) -> Endpoint:
     client's retries then wait for it); PilotError when it failed or took too long."""
     deadline = time.monotonic() + timeout_s
     while True:
-        endpoint = Endpoint.read(path)
+        try:
+            endpoint = Endpoint.read(path)
+        except (OSError, ValueError):  # being replaced, or a shared filesystem's hiccup
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(WAIT_POLL_S)
+            continue
         if endpoint.state in ("ready", "restarting"):
             return endpoint
         if endpoint.state != "starting":

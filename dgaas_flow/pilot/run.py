@@ -28,7 +28,7 @@ def wrap(config: PilotConfig, cmd: list[str], block: str | None = None, wait_rea
     with stop_on_signals(pilot.stop):
         try:
             endpoint = pilot.launch()
-            if wait_ready:
+            if wait_ready or pilot.endpoint_file is None:  # without the file, tasks could not wait
                 pilot.wait_ready()
             child = subprocess.Popen(cmd, env={**os.environ, **endpoint.worker_env(pilot.endpoint_file)})
             pilot.wait_ready()

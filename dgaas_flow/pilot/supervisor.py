@@ -86,7 +86,7 @@ class Pilot:
         self._next_probe = 0.0
         self._counters_before: dict[str, float] = {}  # Triton's counters from servers that ended
         self._counters_now: dict[str, float] = {}  # the last reading of the running server
-        self._gpu_samples: list[float] = []
+        self._gpu_samples = (0, 0.0)  # how many readings, their sum
         self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
         self._use_ports(Ports(*free_ports(3, listen)))
 
@@ -271,15 +271,20 @@ class Pilot:
     def _read_metrics(self) -> None:
         """Triton's counters so far (those of servers that ended included), published with the
         endpoint; a server that crashes keeps the counts of its last reading."""
-        reading = metrics.scrape(self.metrics_probe_url)
+        try:
+            reading = metrics.scrape(self.metrics_probe_url)
+        except Exception as exc:  # noqa: BLE001 - metrics are a record, never a reason to stop serving
+            self._log(f"cannot read the metrics: {exc}")
+            return
         if reading is None:
             return
         if "gpu_utilization" in reading:
-            self._gpu_samples.append(reading["gpu_utilization"])
+            n, total = self._gpu_samples
+            self._gpu_samples = (n + 1, total + reading["gpu_utilization"])
         self._counters_now = reading
         self.endpoint.metrics = metrics.add(self._counters_before, reading)
-        if self._gpu_samples:
-            self.endpoint.metrics["gpu_utilization"] = sum(self._gpu_samples) / len(self._gpu_samples)
+        if self._gpu_samples[0]:
+            self.endpoint.metrics["gpu_utilization"] = self._gpu_samples[1] / self._gpu_samples[0]
         self._publish()
 
     def is_ready(self, timeout: float) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from dgaas_flow.errors import UserError
+from dgaas_flow.processes import write_atomic
 from dgaas_flow.report import figures
 from dgaas_flow.report.data import (
     RERUN_CAMPAIGN,
@@ -45,6 +46,7 @@ SCALE_FIGURES = {
     "scale-triton": "Triton batching and queue time per step",
 }
 ALL_FIGURE_FILES = {f"{stem}.png" for stem in (*CAMPAIGN_FIGURES, *SCALE_FIGURES)}
+MANIFEST = ".figures"  # the figures the last report wrote into its folder
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 62em;
@@ -111,17 +113,18 @@ class Figures:
                 f'<figcaption>{escape(title)} (also as <a href="{_href(rel)}">{escape(rel)}</a>)</figcaption></figure>')
 
     def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write the figures; remove those an earlier report of this page wrote and this one did
+        not (listed in the folder's manifest: files a person put there are never touched)."""
+        manifest = self.folder / MANIFEST
+        try:
+            earlier = set(manifest.read_text().split()) & ALL_FIGURE_FILES
+        except OSError:
+            earlier = set()
         for name, png in self.written.items():
-            _write_atomic(self.folder / name, png)
-        for stale in ALL_FIGURE_FILES - set(self.written):  # from an earlier report of this folder
+            write_atomic(self.folder / name, png)
+        for stale in earlier - set(self.written):
             (self.folder / stale).unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+        write_atomic(manifest, "".join(f"{name}\n" for name in sorted(self.written)))
 
 
 def _relative(target: Path, base: Path) -> str:
@@ -143,7 +146,7 @@ def _page(title: str, body: str) -> str:
 def _finish(page: Path, figs: Figures, html: str) -> Path:
     page.parent.mkdir(parents=True, exist_ok=True)
     figs.save()
-    _write_atomic(page, html.encode("utf-8"))
+    write_atomic(page, html.encode("utf-8"))
     return page
 
 
@@ -366,6 +369,8 @@ def _step_report(run_dir: Path, step: Step, page: Path) -> str:
     if step.run_dir is None:
         return f"{escape(step.name)}: {NOT_RECORDED} (no run_dir)"
     step_dir = run_dir / step.run_dir
+    if Path(step.run_dir).name != step.run_dir or step.run_dir in (".", ".."):
+        return f"{escape(step.name)}: no report (run_dir {escape(step.run_dir)!r} is not a folder of this scale test)"
     if not (step_dir / SUMMARY).exists():
         return f"{escape(step.name)}: no report ({escape(step.run_dir)}/{SUMMARY} is missing: the step did not run)"
     step_page = _write_campaign_report(step_dir, step_dir / REPORT)

@@ -5,15 +5,14 @@ or absent from `recorded`), so old runs still render."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dgaas_flow.errors import UserError
+from dgaas_flow.runfiles import SCALE, SUMMARY, TIMELINE
 
-SUMMARY = "summary.json"
-SCALE = "scale.json"
-TIMELINE = "timeline.jsonl"
 WORKFLOW_JSON = "workflow.json"
 
 RERUN_CAMPAIGN = "run `dgaas-flow run WORKFLOW --out RUN_DIR` to write it again"
@@ -61,12 +60,14 @@ class Fields:
 
     def integer(self, key: str, required: bool = False) -> int | None:
         value = self._get(key, required, (int, float), "a whole number")
-        if value is not None and value != int(value):
+        if value is not None and (not math.isfinite(value) or value != int(value)):
             raise self._fail(key, "a whole number")
         return None if value is None else int(value)
 
     def number(self, key: str, required: bool = False) -> float | None:
         value = self._get(key, required, (int, float), "a number")
+        if value is not None and not math.isfinite(value):
+            raise self._fail(key, "a finite number")
         return None if value is None else float(value)
 
     def string(self, key: str, required: bool = False) -> str | None:
@@ -215,8 +216,6 @@ def read_timeline(path: Path) -> list[TimelinePoint] | None:
         f = Fields(data, path, remedy, f"line {number}: ")
         point = TimelinePoint(f.number("t", required=True), f.integer("items", required=True), f.integer("failed"),
                               f.integer("pilots_up"), f.integer("pilots_ready"))
-        if points and point.t < points[-1].t:
-            points.clear()
         points.append(point)
     return points or None
 

@@ -154,6 +154,16 @@ def _step_ticks(ax, steps: Sequence[Step]) -> None:
     ax.set_xticks(range(len(steps)), [tick(s) for s in steps], fontsize="small")
 
 
+def _per_step_axes(ax, steps: Sequence[Step], ylabel: str, title: str) -> None:
+    """A line plot over the steps: one tick per step with its pilots and workers."""
+    _step_ticks(ax, steps)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+
+
 def scale_throughput(steps: Sequence[Step]) -> bytes | None:
     """Items/s per step, and what linear scaling per worker from the first step would give."""
     measured = [(i, s) for i, s in enumerate(steps) if s.items_per_second is not None]
@@ -172,13 +182,8 @@ def scale_throughput(steps: Sequence[Step]) -> bytes | None:
         ideal = [(i, per_worker * s.workers) for i, s in enumerate(steps) if s.workers]
         ax.plot([i for i, _ in ideal], [v for _, v in ideal], linestyle="--", color="tab:gray",
                 label=f"linear in workers from {_plain(base[1].name)}")
-    _step_ticks(ax, steps)
-    ax.set_ylabel("items/s")
-    ax.set_ylim(bottom=0)
     ax.margins(y=0.15)
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    ax.set_title("Throughput per step")
+    _per_step_axes(ax, steps, "items/s", "Throughput per step")
     return _png(fig)
 
 
@@ -190,12 +195,7 @@ def scale_latency(steps: Sequence[Step]) -> bytes | None:
     for name, color in PERCENTILES:
         points = [(i, getattr(s.latency, name)) for i, s in enumerate(steps) if getattr(s.latency, name) is not None]
         ax.plot([i for i, _ in points], [v for _, v in points], marker="o", color=color, label=name)
-    _step_ticks(ax, steps)
-    ax.set_ylabel("request latency (ms)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    ax.set_title("Request latency percentiles per step")
+    _per_step_axes(ax, steps, "request latency (ms)", "Request latency percentiles per step")
     return _png(fig)
 
 

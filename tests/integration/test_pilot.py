@@ -69,6 +69,24 @@ def test_pilot_restarts_a_killed_server_on_the_same_endpoint(pilot: Pilot):
     assert all(r["ok"] for r in out["results"])
 
 
+def test_triton_counters_survive_a_server_restart(pilot_config):
+    """The endpoint's metrics add up every server lifetime: what the first server counted by its
+    last health-probe reading, plus what the restarted one counts."""
+    pilot_config.triton = TritonSettings(health_interval_s=0.3)
+    with Pilot(pilot_config) as pilot:
+        request = InferRequest(model="digits", server_url=pilot.endpoint.http_url, retries=5)
+        assert all(r["ok"] for r in infer_items(some_items(300), request)["results"])
+        wait_for(lambda: Endpoint.read(pilot.endpoint_file).metrics.get("inferences") == 300, what="a reading")
+        os.kill(pilot.server_pid, signal.SIGKILL)
+        wait_for(lambda: (e := Endpoint.read(pilot.endpoint_file)).restarts == 1 and e.state == "ready",
+                 what="restart")
+        assert all(r["ok"] for r in infer_items(some_items(200), request)["results"])
+    final = Endpoint.read(pilot.endpoint_file)
+    assert final.state == "stopped"
+    assert (final.metrics["inferences"], final.metrics["failures"]) == (500, 0)
+    assert final.metrics["requests"] == final.metrics["executions"] == 3  # 256 + 44, then 200
+
+
 def test_pilot_gives_up_after_max_restarts_and_says_why(pilot_config):
     pilot_config.triton = TritonSettings(max_restarts=1)
     with Pilot(pilot_config) as pilot:

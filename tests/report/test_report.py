@@ -99,7 +99,7 @@ def test_campaign_report_shows_the_summary_numbers_and_its_figures(tmp_path):
 
     figures = embedded_figures(page, path)
     assert [alt.split(":")[0] for alt in figures] == CAMPAIGN_TITLES
-    assert sorted(p.name for p in (run / "report").iterdir()) == ["latency.png", "pilots.png", "throughput.png"]
+    assert sorted(p.name for p in (run / "report").glob("*.png")) == ["latency.png", "pilots.png", "throughput.png"]
     assert "not recorded" not in page.visible
     assert "http" not in "".join(img["src"][:10] for img in page.images)
 
@@ -133,7 +133,7 @@ def test_an_old_run_without_the_new_keys_still_renders_saying_not_recorded(tmp_p
     assert "not recorded: this run folder has no workflow.json" in text
     assert "triton" not in page.tables
     assert [img["alt"].split(":")[0] for img in page.images] == ["Items per pilot"]
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["pilots.png"]
+    assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == ["pilots.png"]
 
 
 def test_a_rerun_report_drops_figures_it_no_longer_draws(tmp_path):
@@ -142,7 +142,13 @@ def test_a_rerun_report_drops_figures_it_no_longer_draws(tmp_path):
     assert (tmp_path / "report" / "throughput.png").exists()
     (tmp_path / "timeline.jsonl").unlink()
     write_report(tmp_path)
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["latency.png", "pilots.png"]
+    assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == ["latency.png", "pilots.png"]
+    # a file of the same name that no report wrote is the user's: never removed
+    mine = tmp_path / "plots" / "throughput.png"
+    mine.parent.mkdir()
+    mine.write_bytes(b"my own plot")
+    write_report(tmp_path, tmp_path / "plots.html")
+    assert mine.read_bytes() == b"my own plot"
 
 
 def test_no_failures_and_a_stopped_run_are_said_plainly(tmp_path):
@@ -211,7 +217,7 @@ def test_report_command_prints_the_page_and_honours_out(tmp_path, capsys):
     assert main(["report", str(run), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"report: {out}"
     page = read_page(out)
-    assert sorted(p.name for p in (tmp_path / "mail" / "digits report").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "mail" / "digits report").glob("*.png")) == [
         "latency.png", "pilots.png", "throughput.png"]
     embedded_figures(page, out)  # the captions' links resolve beside the page
     assert not (run / "report.html").exists()
@@ -244,7 +250,7 @@ def test_scale_test_report_tables_figures_and_each_steps_own_report(tmp_path):
 
     figures = embedded_figures(page, path)
     assert [alt.split(":")[0] for alt in figures] == SCALE_TITLES
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "report").glob("*.png")) == [
         "scale-latency.png", "scale-pilots.png", "scale-throughput.png", "scale-triton.png"]
 
     step_links = {a["href"] for a in page.links if a.get("class") == "step-report"}

@@ -52,7 +52,7 @@ def test_report_of_a_real_campaign_in_a_real_browser(tmp_path, digits_data, brow
         assert img["src"] == "data:image/png;base64,"
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0, \
         "the page is self-contained"
-    assert sorted(p.name for p in (out / "report").iterdir()) == ["latency.png", "pilots.png", "throughput.png"]
+    assert sorted(p.name for p in (out / "report").glob("*.png")) == ["latency.png", "pilots.png", "throughput.png"]
     headings = [h.text for h in browser.find_elements("tag name", "h2")]
     assert headings == ["Throughput over time", "Latency", "Items per pilot", "Failures by reason",
                         "Triton metrics per pilot", "Configuration"]
