@@ -1,6 +1,6 @@
 """A campaign: enumerate inputs, chunk them, keep a bounded number of tasks in flight, stream each
 item's result to results.jsonl as its chunk completes, resume from what is already there, and
-summarize. Memory holds only the chunks in flight, never all results.
+summarize. Memory holds only the chunks in flight, never all results or all inputs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dgaas_flow.inputs import InputItem
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 from dgaas_flow.pilot.supervisor import PilotConfig
 from dgaas_flow.progress import Progress
+from dgaas_flow.results import ResultsFile
 from dgaas_flow.runfiles import RESULTS, SUMMARY, TIMELINE, WORKFLOW
 from dgaas_flow.spec import Workflow
 from dgaas_flow.stats import RunStats, Timeline
@@ -37,40 +38,6 @@ PILOT_STOP_WAIT_S = 30.0
 def enumerate_items(wf: Workflow, limit: int | None = None) -> Iterator[InputItem]:
     """The workflow's input items, streamed (see dgaas_flow.inputs)."""
     return inputs.enumerate_items(wf.inputs.files, wf.inputs.format, wf.inputs.labels, limit)
-
-
-class ResultsFile:
-    """results.jsonl: one line per item. Resuming keeps each successful item once, drops recorded
-    errors (so they are tried again) and a partly written last line left by a killed run."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.done = self._compact() if path.exists() else set()
-        self._file = open(path, "a")  # noqa: SIM115 - held open for the campaign's lifetime
-
-    def _compact(self) -> set[str]:
-        done: set[str] = set()
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(self.path, errors="replace") as src, open(tmp, "w") as dst:
-            for line in src:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if not line.endswith("\n") or not isinstance(record, dict):
-                    continue
-                if record.get("ok") and record.get("id") not in done:
-                    done.add(record["id"])
-                    dst.write(line)
-        os.replace(tmp, self.path)
-        return done
-
-    def write(self, records: list[dict[str, Any]]) -> None:
-        self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def _label_results(chunk: list[InputItem], outcome: dict[str, Any]) -> list[dict[str, Any]]:
