@@ -30,7 +30,7 @@ from dgaas_flow.results import ResultsFile
 from dgaas_flow.runfiles import RESULTS, SUMMARY, TIMELINE, WORKFLOW
 from dgaas_flow.spec import Workflow
 from dgaas_flow.stats import RunStats, Timeline
-from dgaas_flow.tasks import InferRequest, infer_chunk
+from dgaas_flow.tasks import InferRequest, encode_chunk, infer_encoded_chunk, label_record
 
 PILOT_STOP_WAIT_S = 30.0
 
@@ -40,20 +40,11 @@ def enumerate_items(wf: Workflow, limit: int | None = None) -> Iterator[InputIte
     return inputs.enumerate_items(wf.inputs.files, wf.inputs.format, wf.inputs.labels, limit)
 
 
-def _label_results(chunk: list[InputItem], outcome: dict[str, Any]) -> list[dict[str, Any]]:
-    records = outcome["results"]
-    for item, record in zip(chunk, records, strict=True):
-        if item.label is not None:
-            record["label"] = item.label
-            if record.get("ok") and "prediction" in record:
-                record["correct"] = record["prediction"] == item.label
-    return records
-
-
 def _lost_chunk(chunk: list[InputItem], exc: BaseException) -> dict[str, Any]:
     message = f"task failed after all retries: {type(exc).__name__}: {exc}"
-    return {"results": [{"id": i.id, "ok": False, "error": message, "pilot": None} for i in chunk],
-            "latencies_ms": []}
+    records = [label_record({"id": i.id, "ok": False, "error": message, "pilot": None}, i.label) for i in chunk]
+    return {"jsonl": "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records),
+            "items": len(records), "failed": len(records), "latencies_ms": []}
 
 
 def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:
@@ -165,11 +156,9 @@ def _fan_out(wf, todo, request, results, stats: RunStats, display: _Display, sto
                 outcome = fut.result()
             except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
                 outcome = _lost_chunk(chunk, exc)
-            records = _label_results(chunk, outcome)
-            results.write(records)
-            failed = sum(1 for r in records if not r["ok"])
-            stats.add(len(records), failed, outcome["latencies_ms"])
-            display.advance(len(records), failed)
+            results.write(outcome["jsonl"])
+            stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"])
+            display.advance(outcome["items"], outcome["failed"])
 
     def wait_while(condition) -> None:
         while condition():
@@ -182,7 +171,7 @@ def _fan_out(wf, todo, request, results, stats: RunStats, display: _Display, sto
     limit = wf.in_flight_limit()
     while not stop.is_set() and (chunk := list(islice(todo, wf.chunk_size))):
         wait_while(lambda: len(in_flight) >= limit)
-        in_flight[infer_chunk([i.task_item() for i in chunk], request)] = chunk
+        in_flight[infer_encoded_chunk(encode_chunk(chunk), request)] = chunk
     if stop.is_set():
         raise KeyboardInterrupt
     wait_while(lambda: bool(in_flight))

@@ -10,7 +10,6 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -79,8 +78,9 @@ class ResultsFile:
         os.replace(tmp, self.path)
         return done
 
-    def write(self, records: list[dict[str, Any]]) -> None:
-        self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+    def write(self, jsonl: str) -> None:
+        """Append complete lines (each ending in a newline)."""
+        self._file.write(jsonl)
         self._file.flush()
 
     def close(self) -> None:

@@ -55,6 +55,10 @@ class TritonSettings(Strict):
     )
     restart_window_s: float = Field(600.0, gt=0, description="the window max_restarts counts in")
     health_interval_s: float = Field(5.0, gt=0, description="how often the pilot probes its server")
+    exit_timeout_s: int = Field(
+        1, ge=0, description="how long a stopping server lets requests in flight finish (a stopped block's "
+        "unfinished chunks are retried elsewhere anyway); each second here is a second longer at every block's end"
+    )
     health_failures: int = Field(3, ge=1, description="failed probes in a row that mean the server hung")
     auto_complete_config: bool = Field(
         False, description="let Triton complete model configs (slower start; needed for bare ONNX)"

@@ -69,7 +69,7 @@ def test_resume_keeps_each_success_once_and_retries_errors_and_torn_lines(tmp_pa
     results = ResultsFile(path)
     assert len(results.done) == 2 and "a" in results.done and "c" in results.done
     assert "b" not in results.done and "d" not in results.done and "" not in results.done
-    results.write([{"id": "b", "ok": True}, {"id": "d", "ok": True}])
+    results.write('{"id": "b", "ok": true}\n{"id": "d", "ok": true}\n')
     results.close()
     ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
     assert ids == ["a", "c", "b", "d"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dgaas_flow.errors import PilotError
-from dgaas_flow.pilot.launch import Ports, plan_launch, require_tool
+from dgaas_flow.pilot.launch import Ports, math_threads, plan_launch, require_tool
 from dgaas_flow.spec import TritonSettings
 
 PORTS = Ports(http=8100, grpc=8101, metrics=8102)
@@ -17,7 +17,7 @@ REPO = Path("/data/models")
 FLAGS_CPU = [
     "--model-repository=/models", "--http-port=8100", "--grpc-port=8101", "--metrics-port=8102",
     "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
-    "--exit-timeout-secs=5", "--disable-auto-complete-config", "--model-control-mode=explicit",
+    "--exit-timeout-secs=1", "--disable-auto-complete-config", "--model-control-mode=explicit",
     "--load-model=digits", "--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0",
 ]
 
@@ -30,7 +30,7 @@ def test_apptainer_plan_follows_the_report_and_owns_the_server_process():
     gpu_flags = [f for f in FLAGS_CPU if not f.startswith(("--allow-gpu", "--pinned"))]
     assert plan.run == ["apptainer", "exec", "instance://dgaas-n1-42", "tritonserver", *gpu_flags]
     assert plan.after == ["apptainer", "instance", "stop", "dgaas-n1-42"]
-    assert plan.env == {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "0,1"}
+    assert plan.env["APPTAINERENV_CUDA_VISIBLE_DEVICES"] == "0,1"
 
 
 def test_apptainer_without_gpus_has_no_nv_and_cpu_flags():
@@ -81,3 +81,8 @@ def test_missing_container_runtime_is_said_clearly(mode, monkeypatch):
 def test_configured_binary_must_exist():
     with pytest.raises(PilotError, match="triton.binary: /no/tritonserver is not an executable file"):
         plan_launch(TritonSettings(binary="/no/tritonserver"), REPO, [], PORTS, [], "x")
+
+
+def test_python_backend_models_get_one_blas_thread_unless_the_site_sets_it():
+    assert math_threads({}) == {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert math_threads({"OPENBLAS_NUM_THREADS": "8"}) == {"MKL_NUM_THREADS": "1"}
