@@ -57,6 +57,16 @@ def digits_data() -> Path:
     return DIGITS / "data"
 
 
+@pytest.fixture(scope="session")
+def heavy_data() -> Path:
+    """The heavy example's ONNX model and 10,000 jets (about 10 s once; kept between sessions)."""
+    heavy = ROOT / "workflows" / "heavy"
+    if not ((heavy / "model_repository" / "heavy" / "1" / "model.onnx").exists()
+            and any((heavy / "data" / "jets").glob("*.npy"))):
+        subprocess.run([sys.executable, str(heavy / "prepare.py"), "--items", "10000"], check=True)
+    return heavy / "data"
+
+
 def copy_workflow(folder: Path, text: str, images: Path) -> Path:
     """A workflow file in its own folder, with the digits model repository and an image folder
     linked beside it, as a user's own workflow folder would look."""

@@ -106,7 +106,7 @@ def test_bad_provider_file_is_named(workdir):
     assert result.returncode == 2 and "site.yaml:3: provider.partiton" in result.stderr
 
 
-def test_validate_reports_every_shipped_file_ok(digits_data):
+def test_validate_reports_every_shipped_file_ok(digits_data, heavy_data):
     root = Path(__file__).resolve().parent.parent
     files = sorted((root / "providers").glob("*.yaml")) + sorted((root / "workflows").glob("*/workflow.yaml"))
     result = run_cli("validate", *files)

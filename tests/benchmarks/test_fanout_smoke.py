@@ -3,7 +3,6 @@ consistent with itself. No timing thresholds: the machine is shared and noisy.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.fanout_parts.campaign import steady_rate
+from benchmarks.fanout_parts.tune import _variant_config
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "fanout.py"
-
-
-def _fanout():
-    if "fanout_under_test" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("fanout_under_test", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["fanout_under_test"]
 
 
 def test_steady_rate_leaves_out_start_and_tail(tmp_path: Path):
@@ -29,13 +22,13 @@ def test_steady_rate_leaves_out_start_and_tail(tmp_path: Path):
     points = [(1.0, 0), (2.0, 0), (3.0, 100), (4.0, 600), (5.0, 1000), (9.0, 1000)]
     timeline.write_text("".join(json.dumps({"t": t, "items": n, "failed": 0}) + "\n" for t, n in points))
     # 10% (100 items) at t=3.0, 90% (900 items) at t=4.75: 800 items in 1.75 s
-    assert _fanout().steady_rate(timeline, 1000) == pytest.approx(800 / 1.75)
-    assert _fanout().steady_rate(tmp_path / "missing.jsonl", 1000) is None
+    assert steady_rate(timeline, 1000) == pytest.approx(800 / 1.75)
+    assert steady_rate(tmp_path / "missing.jsonl", 1000) is None
 
 
 def test_server_config_variants_change_only_what_they_name():
     config = (ROOT / "workflows" / "heavy" / "model_repository" / "heavy" / "config.pbtxt").read_text()
-    changed = _fanout()._variant_config(config, 2048, 500, 2, 3)
+    changed = _variant_config(config, 2048, 500, 2, 3)
     assert "max_batch_size: 2048" in changed and "max_queue_delay_microseconds: 500" in changed
     assert "count: 2" in changed and 'string_value: "3"' in changed
     assert changed.count("\n") == config.count("\n")

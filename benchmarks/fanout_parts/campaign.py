@@ -1,0 +1,128 @@
+"""(2) dgaas-flow: a whole campaign, `dgaas-flow run` in a child process, measured from outside (its
+rate, steady rate, first result, the driver's peak memory, CPU by process) as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .cpu import CpuTracker
+from .locations import ROOT
+from .rounding import round_or_none
+
+
+def _vm_hwm_kb(pid: int) -> int | None:
+    """The process's peak resident set (VmHWM), from /proc."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def steady_rate(timeline: Path, total: int) -> float | None:
+    """items/s between 10% and 90% of the items (start-up and tail left out), from timeline.jsonl;
+    None when the timeline is missing or too short to say."""
+    try:
+        points = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    points = [(float(p["t"]), int(p["items"])) for p in points]
+
+    def time_at(level: float) -> float | None:
+        for i, (t, n) in enumerate(points):
+            if n >= level:
+                if i == 0:
+                    return t
+                t0, n0 = points[i - 1]
+                return t0 + (t - t0) * (level - n0) / (n - n0)
+        return None
+
+    lo, hi = time_at(0.1 * total), time_at(0.9 * total)
+    if total <= 0 or lo is None or hi is None or hi <= lo:
+        return None
+    return 0.8 * total / (hi - lo)
+
+
+def run_dgaas(workflow: Path, folder: Path, total: int) -> dict[str, Any]:
+    """Run the campaign, watching its results file (first and last result), the driver's VmHWM and
+    the CPU of its processes; then read its summary.json."""
+    out = folder / "run"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "dgaas_flow", "run", str(workflow), "--out", str(out), "--quiet"]
+    results = out / "results.jsonl"
+    peak_kb, first_result = 0, None
+    lines, offset, at_first, cpu_first, cpu_last = 0, 0, 0, None, None
+    with open(folder / "dgaas.stdout", "wb") as so, open(folder / "dgaas.stderr", "wb") as se:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, cwd=ROOT)
+        cpu = CpuTracker(proc.pid, str(out))
+        next_sample = 0.0
+        try:
+            while proc.poll() is None:
+                peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid) or 0)
+                if cpu_last is None and results.exists() and results.stat().st_size > offset:
+                    with open(results, "rb") as f:  # count result lines as they come
+                        f.seek(offset)
+                        new = f.read()
+                    offset += len(new)
+                    lines += new.count(b"\n")
+                    if first_result is None:
+                        first_result, at_first, cpu_first = time.perf_counter() - t0, lines, cpu.snapshot()
+                    elif lines >= total:
+                        cpu_last = cpu.snapshot()
+                if time.perf_counter() >= next_sample:
+                    cpu.sample()
+                    next_sample = time.perf_counter() + 0.5
+                time.sleep(0.05)
+        except BaseException:
+            proc.terminate()  # our own child: it stops its blocks and pilot on SIGTERM
+            proc.wait(60)
+            raise
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{shlex.join(cmd)}` exited {proc.returncode}; see {folder}/dgaas.stderr:\n"
+                           + (folder / "dgaas.stderr").read_text()[-2000:])
+    summary = json.loads((out / "summary.json").read_text())
+    items = int(summary["items_this_run"])
+    triton = summary.get("triton") or []
+    return {
+        "items": items, "failed": int(summary["items_failed"]),
+        "items_per_s": round(items / summary["wall_seconds"], 1) if summary["wall_seconds"] else 0.0,
+        "campaign_wall_s": summary["wall_seconds"], "command_wall_s": round(wall, 3),
+        "steady_items_per_s": round_or_none(steady_rate(out / "timeline.jsonl", items)),
+        "time_to_first_result_s": summary.get("time_to_first_result_s"),
+        "first_result_from_command_s": round_or_none(first_result, 3),
+        "driver_peak_rss_mb": round(peak_kb / 1024, 1),
+        "requests": summary.get("requests"), "latency_ms": _brief_latency(summary.get("latency_ms")),
+        "triton": [{k: t.get(k) for k in ("avg_batch", "queue_ms_per_request", "compute_ms_per_execution",
+                                          "requests", "executions")} for t in triton],
+        "cpu_s": cpu.by_role(),
+        "cpu_us_per_item": {k: round(v / items * 1e6, 1) for k, v in cpu.by_role().items()} if items else {},
+        "steady_cpu_us_per_item": _steady_cpu(cpu_first, cpu_last, total - at_first),
+        "run_dir": str(out),
+    }
+
+
+def _steady_cpu(first: dict | None, last: dict | None, items: int) -> dict[str, float] | None:
+    """CPU per item by role between the first result and the last: start-up and shut-down left out."""
+    if not first or not last or items <= 0:
+        return None
+    per = {k: round((v - first.get(k, 0.0)) / items * 1e6, 1) for k, v in last.items()}
+    per = {k: v for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 0}
+    return {**per, "total": round(sum(per.values()), 1)}
+
+
+def _brief_latency(lat: dict | None) -> dict | None:
+    """The latency percentiles without the histogram (too long for a results table)."""
+    return None if not lat else {k: v for k, v in lat.items() if k != "histogram"}

@@ -1,0 +1,54 @@
+"""One benchmark: prepare the items and the workflow copy, then measure the paths asked for."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from dgaas_flow.spec import load_workflow
+
+from .campaign import run_dgaas
+from .ceiling import run_ceiling
+from .floor import run_floor
+from .models import ModelCase, bench_workflow, load_rows
+from .naive import run_naive
+from .progress import say
+from .run import Run
+
+PATHS = ("ceiling", "dgaas", "naive", "floor")
+
+
+def run_one(case: ModelCase, n: int, workers: int, paths: set[str], args: argparse.Namespace,
+            ceilings: dict[int, dict]) -> Run:
+    """Measure `paths` for one model, item count and worker count. The ceiling does not depend on the
+    workers: it is measured once per item count and kept in `ceilings`."""
+    items_dir = args.work / case.name / f"items-{n}"
+    case.write_items(items_dir, n)
+    folder = args.work / case.name / f"n{n}-w{workers}"
+    wf_path = bench_workflow(case, items_dir, workers, folder, args.chunk_size)
+    wf = load_workflow(wf_path)
+    run = Run(case.name, n, workers, wf.chunk_size, [round(x, 2) for x in os.getloadavg()])
+    t0 = time.perf_counter()
+    if "ceiling" in paths:
+        if n not in ceilings:
+            ceilings[n] = run_ceiling(wf, load_rows(items_dir), folder / "ceiling", args)
+        run.ceiling = ceilings[n]
+        say(f"{case.name} {n} items: ceiling {run.ceiling['items_per_s']:.0f} items/s "
+            f"({run.ceiling['protocol']}, batch {run.ceiling['batch']}, {run.ceiling['procs']} processes)")
+    if "dgaas" in paths:
+        run.dgaas = run_dgaas(wf_path, folder, n)
+        say(f"{case.name} {n} items, {workers} workers: dgaas {run.dgaas['items_per_s']:.0f} items/s "
+            f"(steady {run.dgaas['steady_items_per_s']}), first result {run.dgaas['time_to_first_result_s']} s, "
+            f"driver peak RSS {run.dgaas['driver_peak_rss_mb']} MB")
+    if "naive" in paths:
+        run.naive = run_naive(case, wf, folder)
+        say(f"{case.name} {n} items, {workers} workers: naive {run.naive['items_per_s']:.0f} items/s "
+            f"(load {run.naive['load_s_per_task']:.3f} s + infer {run.naive['infer_s_per_task']:.3f} s per task)")
+    if "floor" in paths:
+        tasks = max(args.floor_tasks, -(-n // wf.chunk_size))
+        run.floor = run_floor(wf, folder, tasks)
+        say(f"{case.name} {workers} workers: Parsl floor {run.floor['tasks_per_s']:.0f} empty tasks/s "
+            f"(x chunk {wf.chunk_size} = {run.floor['items_per_s']:.0f} items/s)")
+    run.seconds = round(time.perf_counter() - t0, 1)
+    return run
