@@ -30,7 +30,7 @@ from dgaas_flow.results import ResultsFile
 from dgaas_flow.runfiles import RESULTS, SUMMARY, TIMELINE, WORKFLOW
 from dgaas_flow.spec import Workflow
 from dgaas_flow.stats import RunStats, Timeline
-from dgaas_flow.tasks import InferRequest, encode_chunk, infer_encoded_chunk, label_record
+from dgaas_flow.tasks import InferRequest, encode_chunk, encoded_outcome, infer_encoded_chunk, label_record
 
 PILOT_STOP_WAIT_S = 30.0
 
@@ -42,9 +42,8 @@ def enumerate_items(wf: Workflow, limit: int | None = None) -> Iterator[InputIte
 
 def _lost_chunk(chunk: list[InputItem], exc: BaseException) -> dict[str, Any]:
     message = f"task failed after all retries: {type(exc).__name__}: {exc}"
-    records = [label_record({"id": i.id, "ok": False, "error": message, "pilot": None}, i.label) for i in chunk]
-    return {"jsonl": "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records),
-            "items": len(records), "failed": len(records), "latencies_ms": []}
+    return encoded_outcome(
+        [label_record({"id": i.id, "ok": False, "error": message, "pilot": None}, i.label) for i in chunk], [])
 
 
 def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:

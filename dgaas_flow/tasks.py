@@ -195,6 +195,12 @@ def encode_chunk(items: list[InputItem]) -> str:
     return json.dumps([[i.id, i.path, i.row, i.label] for i in items], separators=(",", ":"))
 
 
+def encoded_outcome(records: list[dict[str, Any]], latencies_ms: list[float]) -> dict[str, Any]:
+    """A chunk's records as the campaign appends them: JSON lines, with their counts."""
+    return {"jsonl": "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records), "items": len(records),
+            "failed": sum(1 for r in records if not r["ok"]), "latencies_ms": latencies_ms}
+
+
 def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
     """The campaign's app: a chunk in and its records out as JSON text, ready to append to
     results.jsonl. Parsl's serializer (dill, a pure-Python pickler) costs about 30 µs per Python
@@ -202,10 +208,8 @@ def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
     nothing, and the records are encoded on the workers, in parallel, not in the driver."""
     items = json.loads(chunk)
     out = infer_items([(i, path, row) for i, path, row, _ in items], req)
-    lines = [json.dumps(label_record(record, label), separators=(",", ":"))
-             for (_, _, _, label), record in zip(items, out["results"], strict=True)]
-    return {"jsonl": "".join(line + "\n" for line in lines), "items": len(lines),
-            "failed": sum(1 for r in out["results"] if not r["ok"]), "latencies_ms": out["latencies_ms"]}
+    records = [label_record(record, label) for (_, _, _, label), record in zip(items, out["results"], strict=True)]
+    return encoded_outcome(records, out["latencies_ms"])
 
 
 infer_encoded_chunk = python_app(infer_encoded)
