@@ -13,16 +13,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import parsl
 
-from dgaas_flow import inputs, metrics
+from dgaas_flow import inputs, metrics, records
 from dgaas_flow.config import make_config
 from dgaas_flow.errors import PilotError
-from dgaas_flow.inputs import InputItem
+from dgaas_flow.inputs import InputItem, Run
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 from dgaas_flow.pilot.supervisor import PilotConfig
 from dgaas_flow.progress import Progress
@@ -30,7 +29,7 @@ from dgaas_flow.results import ResultsFile
 from dgaas_flow.runfiles import RESULTS, SUMMARY, TIMELINE, WORKFLOW
 from dgaas_flow.spec import Workflow
 from dgaas_flow.stats import RunStats, Timeline
-from dgaas_flow.tasks import InferRequest, encode_chunk, encoded_outcome, infer_encoded_chunk, label_record
+from dgaas_flow.tasks import InferRequest, encode_chunk, infer_encoded_chunk
 
 PILOT_STOP_WAIT_S = 30.0
 
@@ -40,10 +39,14 @@ def enumerate_items(wf: Workflow, limit: int | None = None) -> Iterator[InputIte
     return inputs.enumerate_items(wf.inputs.files, wf.inputs.format, wf.inputs.labels, limit)
 
 
-def _lost_chunk(chunk: list[InputItem], exc: BaseException) -> dict[str, Any]:
+def enumerate_runs(wf: Workflow) -> Iterator[Run]:
+    return inputs.enumerate_runs(wf.inputs.files, wf.inputs.format, wf.inputs.labels)
+
+
+def _lost_chunk(chunk: list[Run], exc: BaseException) -> dict[str, Any]:
     message = f"task failed after all retries: {type(exc).__name__}: {exc}"
-    return encoded_outcome(
-        [label_record({"id": i.id, "ok": False, "error": message, "pilot": None}, i.label) for i in chunk], [])
+    lines = [records.error_line(i.id, message, None, i.label) for run in chunk for i in run.items()]
+    return records.outcome(lines, len(lines), [])
 
 
 def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:
@@ -56,12 +59,12 @@ def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:
 
 def run_campaign(
     wf: Workflow, out: str | Path | None = None, limit: int | None = None, progress: str = "auto",
-    stop: threading.Event | None = None, items: Iterable[InputItem] | None = None, total: int | None = None,
+    stop: threading.Event | None = None, runs: Iterable[Run] | None = None, total: int | None = None,
 ) -> dict[str, Any]:
     """Run a workflow to completion and return its summary (also written to summary.json). When
     `stop` is set, the campaign stops at its next safe point with KeyboardInterrupt, after
-    cancelling its blocks and writing the summary. `items` replaces the workflow's own inputs
-    (a scale test cycles them); `total` is then their number, if known."""
+    cancelling its blocks and writing the summary. `runs` replaces the workflow's own inputs
+    (a scale test cycles them); `total` is then their number of items, if known."""
     stats = RunStats()
     out_dir = wf.out_dir(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -76,10 +79,11 @@ def run_campaign(
 
     results = ResultsFile(out_dir / RESULTS)
     stats.resumed = len(results.done)
-    if items is None:
-        items = enumerate_items(wf, limit)
-        total = sum(1 for _ in enumerate_items(wf, limit))
-    todo = (i for i in items if i.id not in results.done) if results.done else iter(items)
+    if runs is None:
+        runs = enumerate_runs(wf)
+        total = sum(run.count for run in enumerate_runs(wf))  # headers only: rows files are not read
+        total = total if limit is None else min(total, limit)
+    todo = inputs.chunk_runs(runs, wf.chunk_size, limit, results.done if len(results.done) else None)
     request = InferRequest.from_workflow(wf)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     dfk = parsl.load(make_config(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries))
@@ -88,7 +92,7 @@ def run_campaign(
     watch = PilotWatch(registry, since=stats.started_at)
     complete = False
     try:
-        _fan_out(wf, todo, request, results, stats, _Display(bar, timeline, watch), stop or threading.Event())
+        _fan_out(todo, wf, request, results, stats, _Display(bar, timeline, watch), stop or threading.Event())
         complete = True
     finally:
         timeline.tick(watch.up, watch.ready, force=True)
@@ -145,8 +149,9 @@ class _Display:
         self.timeline.tick(up, ready)
 
 
-def _fan_out(wf, todo, request, results, stats: RunStats, display: _Display, stop: threading.Event) -> None:
-    in_flight: dict[cf.Future, list[InputItem]] = {}
+def _fan_out(todo: Iterator[list[Run]], wf, request, results, stats: RunStats, display: _Display,
+             stop: threading.Event) -> None:
+    in_flight: dict[cf.Future, list[Run]] = {}
 
     def collect(done_futures) -> None:
         for fut in done_futures:
@@ -168,7 +173,7 @@ def _fan_out(wf, todo, request, results, stats: RunStats, display: _Display, sto
             display.refresh()
 
     limit = wf.in_flight_limit()
-    while not stop.is_set() and (chunk := list(islice(todo, wf.chunk_size))):
+    while not stop.is_set() and (chunk := next(todo, None)):
         wait_while(lambda: len(in_flight) >= limit)
         in_flight[infer_encoded_chunk(encode_chunk(chunk), request)] = chunk
     if stop.is_set():

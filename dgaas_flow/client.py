@@ -56,6 +56,9 @@ def _pick(tensors: tuple[TensorInfo, ...], name: str | None, what: str) -> Tenso
     raise ValueError(f"the model has no {what} {name!r} (it has {[t.name for t in tensors]})")
 
 
+ALL_CLASSES = 2**31 - 1  # a classification request for more classes than there are gets them all
+
+
 class TritonClient:
     """A thin, protocol-neutral wrapper: the same calls over HTTP and gRPC."""
 
@@ -71,6 +74,7 @@ class TritonClient:
         else:
             self.client = grpcclient.InferenceServerClient(address)
         self._models: dict[tuple[str, str], ModelInfo] = {}
+        self._labels: dict[tuple[str, str, str], list[str]] = {}
 
     def model_info(self, model: str, version: str = "") -> ModelInfo:
         key = (model, version)
@@ -95,16 +99,43 @@ class TritonClient:
         return self._models[key]
 
     def infer(
-        self, model: str, version: str, batch: np.ndarray, input_info: TensorInfo, output: str, top_k: int
+        self, model: str, version: str, batch: np.ndarray, input_info: TensorInfo, output: str, class_count: int = 0
     ) -> np.ndarray:
+        """The output tensor for the batch; class_count > 0 asks for Triton's classification
+        strings ("score:index:label") instead of the raw values."""
         inp = self.lib.InferInput(input_info.name, list(batch.shape), input_info.datatype)
         inp.set_data_from_numpy(batch)
-        requested = self.lib.InferRequestedOutput(output, class_count=top_k)
+        requested = self.lib.InferRequestedOutput(output, class_count=class_count)
         kwargs: dict[str, Any] = {"model_version": version, "outputs": [requested], "headers": dict(self.headers)}
         if self.protocol == "grpc":
             kwargs["client_timeout"] = self.timeout_s
         result = self.client.infer(model, [inp], **kwargs)
         return result.as_numpy(output)
+
+    def class_names(self, model: str, version: str, output: str) -> list[str] | None:
+        """The output's class names, index by index, once `infer_classes` has learnt them."""
+        return self._labels.get((model, version, output))
+
+    def infer_classes(
+        self, model: str, version: str, batch: np.ndarray, input_info: TensorInfo, output: str
+    ) -> tuple[np.ndarray, list[str]]:
+        """The raw values, as `infer` gives them, and the class names from the server's label file
+        (the index where it has none). Asked once per process, in a request that carries items
+        anyway, so that the server counts no extra inference: every class's classification string
+        ("value:index:label"), parsed back into values in index order. Later requests ask for
+        the raw values, and tasks rank them in numpy instead of parsing a string per item."""
+        entries = self.infer(model, version, batch, input_info, output, class_count=ALL_CLASSES)
+        rows = entries.reshape(-1, entries.shape[-1])
+        values = np.empty(rows.shape, dtype=np.float64)
+        names = [str(i) for i in range(rows.shape[1])]
+        for r, row in enumerate(rows):
+            for entry in row:
+                value, index, *label = (entry.decode() if isinstance(entry, bytes) else str(entry)).split(":", 2)
+                values[r, int(index)] = float(value)
+                if label:
+                    names[int(index)] = label[0]
+        self._labels[(model, version, output)] = names
+        return values.reshape(entries.shape), names
 
     def is_ready(self) -> bool:
         try:

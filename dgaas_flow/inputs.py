@@ -10,9 +10,10 @@ run skips exactly what is done.
 from __future__ import annotations
 
 import glob
+import math
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Container, Iterable, Iterator
+from dataclasses import dataclass, replace
 from itertools import islice, takewhile
 from pathlib import Path
 from typing import Any
@@ -51,23 +52,101 @@ def row_count(path: str) -> int | None:
         return None
 
 
-def enumerate_items(files: str, fmt: str, labels: str, limit: int | None = None) -> Iterator[InputItem]:
-    """Items in the filesystem's order (stable for an unchanged folder, but not sorted: `--limit N`
-    takes the first N in that order), streamed; glob holds one folder's names at a time."""
-    root = glob_root(files)
-    paths = (p for p in glob.iglob(files, recursive=True) if os.path.isfile(p))
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive items of one file: rows [start, start + count) of a rows array, or the whole
+    file (start None, count 1). The campaign enumerates, chunks and ships runs, not items, so a
+    row costs the driver nothing until its result line comes back."""
 
-    def items_of(path: str) -> Iterator[InputItem]:
+    path: str
+    rel: str  # the path relative to the glob's root: the start of every item id
+    label: str | None
+    start: int | None = None
+    count: int = 1
+    suffix: str = ""  # a scale test's later rounds of the same inputs: "#1", "#2"...
+
+    def ids(self) -> list[str]:
+        if self.start is None:
+            return [self.rel + self.suffix]
+        return [f"{self.rel}:{row}{self.suffix}" for row in range(self.start, self.start + self.count)]
+
+    def items(self) -> Iterator[InputItem]:
+        if self.start is None:
+            yield InputItem(self.rel + self.suffix, self.path, self.label)
+            return
+        for row in range(self.start, self.start + self.count):
+            yield InputItem(f"{self.rel}:{row}{self.suffix}", self.path, self.label, row)
+
+    def part(self, offset: int, count: int) -> Run:
+        """`count` items from the run's `offset`-th on."""
+        if offset == 0 and count == self.count:
+            return self
+        return replace(self, start=self.start + offset, count=count)  # type: ignore[operator]
+
+    def fields(self) -> list[Any]:
+        """What travels to a task (JSON): `Run(*fields)` rebuilds it."""
+        return [self.path, self.rel, self.label, self.start, self.count, self.suffix]
+
+
+def enumerate_runs(files: str, fmt: str, labels: str) -> Iterator[Run]:
+    """One run a file, in the filesystem's order (stable for an unchanged folder, but not sorted),
+    streamed: glob holds one folder's names at a time, and a rows file costs one header read."""
+    root = glob_root(files)
+    for path in glob.iglob(files, recursive=True):
+        if not os.path.isfile(path):
+            continue
         rel = os.path.relpath(path, root)
         label = Path(path).parent.name if labels == "parent_dir" else None
         rows = row_count(path) if fmt == "rows" else None
         if rows is None:
-            yield InputItem(rel, path, label)
-            return
-        for row in range(rows):
-            yield InputItem(f"{rel}:{row}", path, label, row)
+            yield Run(path, rel, label)
+        elif rows:
+            yield Run(path, rel, label, 0, rows)
 
-    return islice((item for path in paths for item in items_of(path)), limit)
+
+def enumerate_items(files: str, fmt: str, labels: str, limit: int | None = None) -> Iterator[InputItem]:
+    """The items of `enumerate_runs`, one by one (`--limit N` takes the first N in that order)."""
+    return islice((item for run in enumerate_runs(files, fmt, labels) for item in run.items()), limit)
+
+
+def chunk_runs(runs: Iterable[Run], size: int, limit: int | None = None,
+               done: Container[str] | None = None) -> Iterator[list[Run]]:
+    """Runs regrouped into chunks of `size` items, a run split across chunks where it must be:
+    the first `limit` items only, less those in `done` (a resumed campaign's; only then is each
+    item's id made in the driver)."""
+    chunk: list[Run] = []
+    room, left = size, math.inf if limit is None else limit
+    for run in runs:
+        if left <= 0:
+            break
+        run = run.part(0, min(run.count, left))  # type: ignore[arg-type]
+        left -= run.count
+        for piece in _undone(run, done) if done else (run,):
+            offset = 0
+            while offset < piece.count:
+                take = min(room, piece.count - offset)
+                chunk.append(piece.part(offset, take))
+                offset += take
+                room -= take
+                if room == 0:
+                    yield chunk
+                    chunk, room = [], size
+    if chunk:
+        yield chunk
+
+
+def _undone(run: Run, done: Container[str]) -> Iterator[Run]:
+    """The run's stretches of consecutive items not in `done`."""
+    start = None
+    for k, item_id in enumerate(run.ids()):
+        if item_id in done:
+            if start is not None:
+                yield run.part(start, k - start)
+                start = None
+        elif start is None:
+            start = k
+    if start is not None:
+        yield run.part(start, run.count - start)
 
 
 class ItemReader:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import shutil
 import threading
 import time
@@ -16,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.campaign import enumerate_items, run_campaign
+from dgaas_flow.campaign import enumerate_runs, run_campaign
 from dgaas_flow.errors import UserError
-from dgaas_flow.inputs import InputItem
+from dgaas_flow.inputs import Run
 from dgaas_flow.runfiles import SCALE, STEP, SUMMARY
 from dgaas_flow.spec import ScaleStep, Workflow
 
@@ -34,19 +35,22 @@ def step_workflow(wf: Workflow, step: ScaleStep) -> Workflow:
     return step_wf
 
 
-def step_items(wf: Workflow, step: ScaleStep) -> Iterator[InputItem]:
+def step_runs(wf: Workflow, step: ScaleStep) -> Iterator[Run]:
     """The inputs, cycled until the step has its items or its time (hold_s, start-up included);
-    later rounds get ids suffixed #1, #2... so each inferred item keeps one line in results."""
+    later rounds get ids suffixed #1, #2... so each inferred item keeps one line in results. Runs
+    come in pieces of at most a chunk, so that the time is checked between chunks."""
     deadline = time.monotonic() + step.hold_s if step.hold_s else None
-    produced = 0
+    left = step.items if step.items is not None else math.inf
     for round_ in itertools.count():
         empty = True
-        for item in enumerate_items(wf):
-            if (step.items is not None and produced >= step.items) or (deadline and time.monotonic() > deadline):
-                return
-            empty = False
-            produced += 1
-            yield item if round_ == 0 else replace(item, id=f"{item.id}#{round_}")
+        for run in enumerate_runs(wf):
+            for offset in range(0, run.count, wf.chunk_size):
+                if left <= 0 or (deadline and time.monotonic() > deadline):
+                    return
+                empty = False
+                piece = run.part(offset, int(min(wf.chunk_size, run.count - offset, left)))
+                left -= piece.count
+                yield replace(piece, suffix=f"#{round_}") if round_ else piece
         if empty:
             return
 
@@ -83,7 +87,7 @@ def run_scale_test(wf: Workflow, out: str | Path | None = None, progress: str = 
             run_dir.mkdir(parents=True)
             (run_dir / STEP).write_text(step.model_dump_json())
             summary = run_campaign(step_wf, out=run_dir, progress=progress, stop=stop,
-                                   items=step_items(wf, step), total=step.items)
+                                   runs=step_runs(wf, step), total=step.items)
         scale["steps"].append(step_record(name, step_wf, summary))
         (out_dir / SCALE).write_text(json.dumps(scale, indent=2) + "\n")
     return scale

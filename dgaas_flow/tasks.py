@@ -10,16 +10,26 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from parsl import python_app
 
-from dgaas_flow.client import ModelInfo, cached_client, drop_client, retryable, wait_until_ready
+from dgaas_flow import records
+from dgaas_flow.client import (
+    ModelInfo,
+    TensorInfo,
+    TritonClient,
+    cached_client,
+    drop_client,
+    retryable,
+    wait_until_ready,
+)
 from dgaas_flow.errors import PilotError
 from dgaas_flow.gateway.tokens import optional_auth_headers
-from dgaas_flow.inputs import InputItem, Item, ItemReader
+from dgaas_flow.inputs import Item, ItemReader, Run
 from dgaas_flow.pilot.discovery import resolve_endpoint
 
 
@@ -64,20 +74,6 @@ def _stack(blocks: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         return [row for block in blocks for row in block]
 
 
-def _decode(row: np.ndarray, top_k: int) -> dict[str, Any]:
-    if top_k == 0:
-        return {"output": row.tolist()}
-    classes = []
-    for entry in row.reshape(-1)[:top_k]:
-        text = entry.decode() if isinstance(entry, bytes) else str(entry)
-        score, index, *label = text.split(":", 2)
-        classes.append((label[0] if label else index, float(score)))
-    result: dict[str, Any] = {"prediction": classes[0][0], "score": classes[0][1]}
-    if top_k > 1:
-        result["top"] = [list(c) for c in classes]
-    return result
-
-
 class _Session:
     """One task's view of its server: follows the endpoint across retries and restarts."""
 
@@ -120,12 +116,20 @@ class _Session:
         raise AssertionError("unreachable")
 
 
-def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
-    """Infer a chunk in-process: one entry per item, in order, plus per-request latencies."""
+def infer_lines(items: list[Item], labels: Sequence[str | None], req: InferRequest) -> dict[str, Any]:
+    """Infer a chunk in-process: its results.jsonl lines, one per item in the items' order (see
+    dgaas_flow.records), with their counts and the requests' latencies."""
     session = _Session(req)
     block = os.environ.get("PARSL_WORKER_BLOCK_ID")  # set by Parsl's worker pool
-    results: dict[str, dict[str, Any]] = {}
-    latencies: list[float] = []
+    lines = [""] * len(items)
+    failed = 0
+
+    def fail(positions: Sequence[int], message: str, pilot: str | None) -> None:
+        nonlocal failed
+        for p in positions:
+            lines[p] = records.error_line(items[p][0], message, pilot, labels[p])
+        failed += len(positions)
+
     try:
         info: ModelInfo = session.call(lambda c: c.model_info(req.model, req.version))
         input_info = info.input(req.input_tensor)
@@ -133,83 +137,83 @@ def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
     except PilotError:
         raise  # this node's pilot failed: Parsl retries the chunk on another block
     except Exception as exc:  # noqa: BLE001 - every item must get a recorded error, never vanish
-        message = f"{type(exc).__name__}: {exc}"
-        return {"results": [_error(i, message, session.url) for i, _, _ in items], "latencies_ms": []}
+        fail(range(len(items)), f"{type(exc).__name__}: {exc}", session.url)
+        return records.outcome(lines, failed, [])
 
-    ready_ids: list[str] = []
+    ready: list[int] = []  # positions of the items read, in the order of `inputs`
     blocks: list[np.ndarray] = []
+    position = 0
     for ids, path, data in ItemReader(req.format).blocks(items):
+        positions = range(position, position + len(ids))
+        position += len(ids)
         if isinstance(data, Exception):  # the reason leads, so failures_by_reason groups them
-            results.update((i, _error(i, f"cannot read: {path}: {data}", None)) for i in ids)
+            fail(positions, f"cannot read: {path}: {data}", None)
         elif not input_info.accepts(data.shape[1:]):
-            message = f"wrong shape: {path}: {list(data.shape[1:])}, model input {input_info.name} " \
-                      f"takes {list(input_info.shape)}"
-            results.update((i, _error(i, message, None)) for i in ids)
+            fail(positions, f"wrong shape: {path}: {list(data.shape[1:])}, model input {input_info.name} "
+                            f"takes {list(input_info.shape)}", None)
         else:
             blocks.append(data.astype(input_info.dtype, copy=False))
-            ready_ids += ids
+            ready += positions
     inputs = _stack(blocks)
 
+    latencies: list[float] = []
     batched = info.max_batch_size > 0
     size = min(req.batch_size or info.max_batch_size, info.max_batch_size) if batched else 1
-    for start in range(0, len(ready_ids), size):
-        group = ready_ids[start:start + size]
+    for start in range(0, len(ready), size):
+        group = ready[start:start + size]
         t0 = time.perf_counter()
         try:
             batch = (np.stack(inputs[start:start + size]) if isinstance(inputs, list) else inputs[start:start + size]) \
                 if batched else inputs[start]
-            out = session.call(
-                lambda c, b=batch: c.infer(req.model, req.version, b, input_info, output, req.top_k)
-            )
+            out, names = session.call(lambda c, b=batch: _values(c, req, b, input_info, output))
         except Exception as exc:  # noqa: BLE001
-            message = f"{type(exc).__name__}: {exc}"
-            results.update((i, _error(i, message, session.url)) for i in group)
+            fail(group, f"{type(exc).__name__}: {exc}", session.url)
             continue
         ms = (time.perf_counter() - t0) * 1000.0
         latencies.append(ms)
         rows = out if batched else out[None]
-        done = {"ok": True, "pilot": session.url, "block": block, "latency_ms": round(ms, 3)}
-        for item_id, row in zip(group, rows, strict=True):
-            results[item_id] = {"id": item_id, **_decode(row, req.top_k), **done}
-    return {"results": [results[i] for i, _, _ in items], "latencies_ms": latencies}
+        done = records.success_lines([items[p][0] for p in group], [labels[p] for p in group], rows, req.top_k,
+                                     names, session.url, block, ms)
+        for p, line in zip(group, done, strict=True):
+            lines[p] = line
+    return records.outcome(lines, failed, latencies)
 
 
-def _error(item_id: str, message: str, pilot: str | None) -> dict[str, Any]:
-    return {"id": item_id, "ok": False, "error": message, "pilot": pilot}
+def _values(
+    client: TritonClient, req: InferRequest, batch: np.ndarray, input_info: TensorInfo, output: str
+) -> tuple[np.ndarray, list[str]]:
+    """The request's raw output and, when the workflow ranks classes, their names."""
+    if not req.top_k:
+        return client.infer(req.model, req.version, batch, input_info, output), []
+    names = client.class_names(req.model, req.version, output)
+    if names is None:
+        return client.infer_classes(req.model, req.version, batch, input_info, output)
+    return client.infer(req.model, req.version, batch, input_info, output), names
+
+
+def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
+    """Infer a chunk in-process: {"results": one record (a dict) per item, in order, "latencies_ms":
+    per request}. For your own scripts; a campaign appends `infer_lines`'s text as it is."""
+    out = infer_lines(items, [None] * len(items), req)
+    return {"results": [json.loads(line) for line in out["jsonl"].split("\n")[:-1]],
+            "latencies_ms": out["latencies_ms"]}
 
 
 infer_chunk = python_app(infer_items)
 infer_chunk.__doc__ = """Parsl app of `infer_items`: `infer_chunk(items, request)` returns an AppFuture."""
 
 
-def label_record(record: dict[str, Any], label: str | None) -> dict[str, Any]:
-    """The item's known label, and whether the prediction matched it (accuracy)."""
-    if label is not None:
-        record["label"] = label
-        if record.get("ok") and "prediction" in record:
-            record["correct"] = record["prediction"] == label
-    return record
-
-
-def encode_chunk(items: list[InputItem]) -> str:
-    return json.dumps([[i.id, i.path, i.row, i.label] for i in items], separators=(",", ":"))
-
-
-def encoded_outcome(records: list[dict[str, Any]], latencies_ms: list[float]) -> dict[str, Any]:
-    """A chunk's records as the campaign appends them: JSON lines, with their counts."""
-    return {"jsonl": "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records), "items": len(records),
-            "failed": sum(1 for r in records if not r["ok"]), "latencies_ms": latencies_ms}
+def encode_chunk(runs: list[Run]) -> str:
+    return json.dumps([run.fields() for run in runs], separators=(",", ":"))
 
 
 def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
-    """The campaign's app: a chunk in and its records out as JSON text, ready to append to
+    """The campaign's app: a chunk's runs in and its records out as JSON text, ready to append to
     results.jsonl. Parsl's serializer (dill, a pure-Python pickler) costs about 30 µs per Python
     object it moves, more than a small model's inference; one string each way costs almost
     nothing, and the records are encoded on the workers, in parallel, not in the driver."""
-    items = json.loads(chunk)
-    out = infer_items([(i, path, row) for i, path, row, _ in items], req)
-    records = [label_record(record, label) for (_, _, _, label), record in zip(items, out["results"], strict=True)]
-    return encoded_outcome(records, out["latencies_ms"])
+    items = [item for fields in json.loads(chunk) for item in Run(*fields).items()]
+    return infer_lines([i.task_item() for i in items], [i.label for i in items], req)
 
 
 infer_encoded_chunk = python_app(infer_encoded)

@@ -7,6 +7,7 @@ import tracemalloc
 
 import numpy as np
 
+from dgaas_flow import inputs
 from dgaas_flow.campaign import enumerate_items, summarize
 from dgaas_flow.inputs import ItemReader
 from dgaas_flow.inputs import enumerate_items as enumerate_files
@@ -108,3 +109,25 @@ def test_summary_counts_the_whole_campaign_and_this_runs_speed(tmp_path, digits_
     assert s["latency_ms"]["p50"] == 2.0 and abs(s["latency_ms"]["max"] - 4.0) < 0.01 and s["requests"] == 4
     assert sum(n for _, n in s["latency_ms"]["histogram"]) == 4
     assert s["time_to_first_result_s"] is not None and s["triton"] == []
+
+
+def test_chunks_of_runs_hold_every_item_once_in_order_within_limit_and_skip_done(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((2500, 2), dtype=np.float32))
+    np.save(tmp_path / "b.npy", np.zeros((700, 2), dtype=np.float32))
+    (tmp_path / "c.npy").write_text("not an array")  # a whole-file item: its task records the error
+    pattern = str(tmp_path / "*.npy")
+    every = [i.id for i in enumerate_files(pattern, "rows", "none")]
+    runs = lambda: inputs.enumerate_runs(pattern, "rows", "none")  # noqa: E731
+
+    def ids(chunks):
+        return [[i.id for run in chunk for i in run.items()] for chunk in chunks]
+
+    chunks = ids(inputs.chunk_runs(runs(), 1000))
+    assert [len(c) for c in chunks] == [1000, 1000, 1000, 201] and sum(chunks, []) == every
+    assert sum(ids(inputs.chunk_runs(runs(), 1000, limit=2600)), []) == every[:2600]
+    done = set(every[10:20]) | {every[-1]} | set(every[2400:2600])
+    resumed = ids(inputs.chunk_runs(runs(), 1000, done=done))
+    assert sum(resumed, []) == [i for i in every if i not in done] and len(resumed[0]) == 1000
+    # what a task receives rebuilds the same runs
+    chunk = next(inputs.chunk_runs(runs(), 1000, done=done))
+    assert [inputs.Run(*json.loads(json.dumps(r.fields()))) for r in chunk] == chunk

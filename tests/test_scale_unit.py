@@ -6,7 +6,7 @@ import json
 import time
 
 from dgaas_flow.runfiles import STEP
-from dgaas_flow.scale import _completed, step_items, step_workflow
+from dgaas_flow.scale import _completed, step_runs, step_workflow
 from dgaas_flow.spec import ScaleStep, load_workflow
 from tests.conftest import DIGITS
 
@@ -22,7 +22,7 @@ def test_a_step_has_exactly_its_blocks_and_workers(digits_data):
 
 def test_inputs_are_cycled_with_new_ids_until_the_step_has_its_items(digits_data):
     wf = load_workflow(DIGITS / "scale-test.yaml")
-    items = list(step_items(wf, ScaleStep(blocks=1, items=4000)))
+    items = [item for run in step_runs(wf, ScaleStep(blocks=1, items=4000)) for item in run.items()]
     ids = [i.id for i in items]
     assert len(ids) == len(set(ids)) == 4000
     assert sum(i.endswith("#1") for i in ids) == 1797 and sum(i.endswith("#2") for i in ids) == 4000 - 2 * 1797
@@ -32,7 +32,7 @@ def test_inputs_are_cycled_with_new_ids_until_the_step_has_its_items(digits_data
 
 def test_a_hold_time_bounds_the_items_of_a_step(digits_data):
     wf = load_workflow(DIGITS / "scale-test.yaml")
-    items = step_items(wf, ScaleStep(blocks=1, hold_s=0.01))
+    items = step_runs(wf, ScaleStep(blocks=1, hold_s=0.01))
     next(items)
     time.sleep(0.02)
     assert next(items, None) is None

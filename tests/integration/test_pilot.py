@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from PIL import Image
 
 from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot.endpoint import Endpoint
@@ -57,6 +60,26 @@ def test_pilot_serves_on_loopback_and_publishes_its_endpoint(pilot: Pilot):
         out = infer_items(some_items(20), InferRequest(model="digits", server_url=url, protocol=url.split(":")[0]))
         assert [r["ok"] for r in out["results"]] == [True] * 20
         assert sum(r["prediction"] == r["id"].split("/")[0] for r in out["results"]) >= 18
+
+
+def test_tasks_rank_classes_exactly_as_tritons_classification_extension(pilot: Pilot):
+    """Tasks learn the class names from the server on their first request and rank raw values in
+    numpy afterwards; both must give, item by item, what the server's own classification gives."""
+    items = some_items(300)  # a request of 256 (the first: classification strings), then one of 44
+    out = infer_items(items, InferRequest(model="digits", server_url=pilot.endpoint.http_url))
+    client = httpclient.InferenceServerClient(pilot.endpoint.http_url.removeprefix("http://"))
+    expected = []
+    for start in (0, 150):  # requests split differently from the task's
+        pixels = np.stack([np.asarray(Image.open(path)) for _, path, _ in items[start:start + 150]])
+        tensor = httpclient.InferInput("IMAGE", list(pixels.shape), "UINT8")
+        tensor.set_data_from_numpy(pixels)
+        top_1 = httpclient.InferRequestedOutput("PROBABILITIES", class_count=1)
+        best = client.infer("digits", [tensor], outputs=[top_1])
+        expected += [entry.decode().split(":") for entry in best.as_numpy("PROBABILITIES").reshape(-1)]
+    client.close()
+    assert [(r["prediction"], r["score"]) for r in out["results"]] == [(label, float(score))
+                                                                      for score, _, label in expected]
+    assert len(out["latencies_ms"]) == 2
 
 
 def test_pilot_restarts_a_killed_server_on_the_same_endpoint(pilot: Pilot):

@@ -1,0 +1,82 @@
+"""The lines of results.jsonl: one JSON object per item, encoded a request at a time.
+
+A success: `{"id", "prediction", "score", ["top"], "ok": true, "pilot", "block", "latency_ms",
+["label", "correct"]}`, or `"output"` (the raw values) in place of prediction and score when
+top_k is 0. An error: `{"id", "ok": false, "error", "pilot", ["label"]}`.
+
+Successes are the hot path of a campaign: a tiny model infers an item in a few microseconds, and a
+dict plus `json.dumps` per item cost about ten. So the classes are ranked for the whole request in
+numpy and each line is one string format of pre-encoded parts; strings go through the json
+module's own escaper, so the lines are exactly what `json.dumps` writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from json.encoder import encode_basestring_ascii as json_string
+from typing import Any
+
+import numpy as np
+
+SCORE_DECIMALS = 6  # what Triton's classification extension prints
+
+
+def _numbers(values: np.ndarray) -> list[str]:
+    """JSON numbers at the classification extension's precision (NaN and Infinity as json.dumps
+    writes them, which Python's json reads back)."""
+    rounded = np.round(values.astype(np.float64), SCORE_DECIMALS).tolist()
+    if np.isfinite(values).all():
+        return list(map(float.__repr__, rounded))
+    return [json.dumps(v) for v in rounded]
+
+
+def _ranked(out: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(class indices, their values), best first, top_k per item."""
+    best = out.argmax(axis=1)[:, None] if top_k == 1 else np.argsort(-out, axis=1, kind="stable")[:, :top_k]
+    return best, np.take_along_axis(out, best, axis=1)
+
+
+def success_lines(
+    ids: Sequence[str], labels: Sequence[str | None], out: np.ndarray, top_k: int, class_names: list[str],
+    pilot: str | None, block: str | None, latency_ms: float,
+) -> list[str]:
+    """One line per item of a request's output (batch first)."""
+    flat = out.reshape(len(ids), -1)
+    tail = f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},"latency_ms":{round(latency_ms, 3)!r}'
+    if top_k == 0:
+        heads = [f'{{"id":{json_string(i)},"output":{json.dumps(row)}'
+                 for i, row in zip(ids, flat.tolist(), strict=True)]
+        predictions: list[str | None] = [None] * len(ids)
+    else:
+        index, value = _ranked(flat, min(top_k, flat.shape[1]))
+        names = [json_string(n) for n in class_names]
+        scores = _numbers(value[:, 0])
+        predictions = [class_names[k] for k in index[:, 0].tolist()]
+        heads = [f'{{"id":{json_string(i)},"prediction":{names[k]},"score":{s}'
+                 for i, k, s in zip(ids, index[:, 0].tolist(), scores, strict=True)]
+        if top_k > 1:
+            pairs = [[f"[{names[k]},{s}]" for k, s in zip(ks, _numbers(vs), strict=True)]
+                     for ks, vs in zip(index.tolist(), value, strict=True)]
+            heads = [f'{h},"top":[{",".join(p)}]' for h, p in zip(heads, pairs, strict=True)]
+    return [h + tail + _label(label, prediction) + "}\n"
+            for h, label, prediction in zip(heads, labels, predictions, strict=True)]
+
+
+def _label(label: str | None, prediction: str | None) -> str:
+    """The item's known label, and whether the prediction matched it (accuracy)."""
+    if label is None:
+        return ""
+    if prediction is None:
+        return f',"label":{json_string(label)}'
+    return f',"label":{json_string(label)},"correct":{"true" if prediction == label else "false"}'
+
+
+def error_line(item_id: str, message: str, pilot: str | None, label: str | None) -> str:
+    return json.dumps({"id": item_id, "ok": False, "error": message, "pilot": pilot},
+                      separators=(",", ":"))[:-1] + _label(label, None) + "}\n"
+
+
+def outcome(lines: list[str], failed: int, latencies_ms: list[float]) -> dict[str, Any]:
+    """A chunk's lines as the campaign appends them, with their counts."""
+    return {"jsonl": "".join(lines), "items": len(lines), "failed": failed, "latencies_ms": latencies_ms}

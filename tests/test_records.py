@@ -1,0 +1,69 @@
+"""results.jsonl lines: the fast encoder must write exactly what json.dumps would, for every case."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from dgaas_flow import records
+
+NAMES = ["g", "q", 'W "boosted"', "Z", "tëp"]
+
+
+def _parsed(lines: list[str]) -> list[dict]:
+    assert all(line.endswith("}\n") and line.count("\n") == 1 for line in lines)
+    return [json.loads(line) for line in lines]
+
+
+def test_top_1_lines_carry_the_best_class_its_score_and_the_label_check():
+    out = np.array([[0.1, 0.7, 0.05, 0.1, 0.05], [0.0, 0.0, 0.0, 0.0, 1.0]], dtype=np.float32)
+    lines = records.success_lines(['a.npy:0', 'odd "id"\\ é'], ["q", "g"], out, 1, NAMES, "http://h:1", "0", 1.23456)
+    first, second = _parsed(lines)
+    assert first == {"id": "a.npy:0", "prediction": "q", "score": 0.7, "ok": True, "pilot": "http://h:1",
+                     "block": "0", "latency_ms": 1.235, "label": "q", "correct": True}
+    assert second["id"] == 'odd "id"\\ é' and second["prediction"] == "tëp" and second["correct"] is False
+    assert list(first) == ["id", "prediction", "score", "ok", "pilot", "block", "latency_ms", "label", "correct"]
+    # byte for byte what json.dumps writes (ASCII only, compact separators)
+    assert lines[1] == json.dumps(second, separators=(",", ":")) + "\n"
+
+
+def test_scores_have_the_classification_extensions_six_decimals():
+    out = np.array([[0.123456789, 0.2], [12.5, -3.0]], dtype=np.float32)
+    a, b = _parsed(records.success_lines(["a", "b"], [None, None], out, 1, ["x", "y"], None, None, 0.0))
+    assert a["score"] == 0.2 and b["score"] == 12.5 and b["prediction"] == "x"
+    assert "label" not in a and a["pilot"] is None and a["block"] is None
+
+
+def test_top_k_ranks_best_first_and_raw_output_keeps_every_value():
+    out = np.array([[0.1, 0.6, 0.3]], dtype=np.float32)
+    (top,) = _parsed(records.success_lines(["a"], ["z"], out, 2, ["x", "y", "z"], None, None, 1.0))
+    assert top["top"] == [["y", 0.6], ["z", 0.3]] and top["prediction"] == "y" and top["correct"] is False
+    (raw,) = _parsed(records.success_lines(["a"], ["z"], out, 0, [], None, None, 1.0))
+    assert np.allclose(raw["output"], [0.1, 0.6, 0.3]) and raw["label"] == "z" and "correct" not in raw
+    assert "prediction" not in raw
+
+
+def test_top_k_beyond_the_classes_gives_every_class():
+    out = np.array([[0.1, 0.9]], dtype=np.float32)
+    (rec,) = _parsed(records.success_lines(["a"], [None], out, 5, ["x", "y"], None, None, 1.0))
+    assert rec["top"] == [["y", 0.9], ["x", 0.1]]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_scores_stay_readable_json(bad):
+    out = np.array([[bad, 0.0]], dtype=np.float32)
+    (rec,) = _parsed(records.success_lines(["a"], [None], out, 1, ["x", "y"], None, None, 1.0))
+    assert math.isnan(rec["score"]) if np.isnan(bad) else rec["score"] == math.inf
+
+
+def test_error_lines_and_outcome_counts():
+    lines = [records.error_line('a "1"', "cannot read: x.npy: broken", None, "W"),
+             records.error_line("b", "timeout", "http://h:1", None)]
+    a, b = _parsed(lines)
+    assert a == {"id": 'a "1"', "ok": False, "error": "cannot read: x.npy: broken", "pilot": None, "label": "W"}
+    assert b == {"id": "b", "ok": False, "error": "timeout", "pilot": "http://h:1"}
+    outcome = records.outcome(lines, 2, [1.5])
+    assert outcome == {"jsonl": "".join(lines), "items": 2, "failed": 2, "latencies_ms": [1.5]}
