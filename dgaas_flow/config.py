@@ -4,6 +4,7 @@ all workers of that node share it."""
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from parsl.executors import HighThroughputExecutor
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.jobs.error_handlers import windowed_error_handler
 from parsl.launchers import SingleNodeLauncher, SrunLauncher
+from parsl.logconfigs.file import FileLogging
 from parsl.providers import CondorProvider, LocalProvider, SlurmProvider
 from parsl.providers.base import ExecutionProvider
 
@@ -168,6 +170,7 @@ def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, re
     return Config(
         executors=[executor], run_dir=str(run_dir), retries=retries,
         strategy_period=spec.strategy_period_s, usage_tracking=0,
+        initialize_logging=FileLogging(level=logging.getLevelName(spec.parsl_log.upper())),
     )
 
 

@@ -167,14 +167,18 @@ class ItemReader:
             if self.fmt == "rows" and row is not None:
                 while j < len(items) and items[j][1] == path and items[j][2] == row + (j - i):
                     j += 1
-            try:
-                block: np.ndarray | Exception = self._read(path, row, row + (j - i) if row is not None else None)
-                if len(block) != j - i:
-                    raise ValueError(f"has fewer rows than when the campaign listed it ({row + len(block)})")
-            except Exception as exc:  # noqa: BLE001 - an unreadable input is its items' recorded error
-                block = exc
-            yield [item[0] for item in items[i:j]], path, block
+            yield [item[0] for item in items[i:j]], path, self.read(path, row, j - i)
             i = j
+
+    def read(self, path: str, start: int | None, count: int) -> np.ndarray | Exception:
+        """`count` rows from `start` (a whole file: None and 1), or why they cannot be read."""
+        try:
+            block = self._read(path, start, start + count if start is not None else None)
+            if len(block) != count:
+                raise ValueError(f"has fewer rows than when the campaign listed it ({(start or 0) + len(block)})")
+            return block
+        except Exception as exc:  # noqa: BLE001 - an unreadable input is its items' recorded error
+            return exc
 
     def _read(self, path: str, start: int | None, stop: int | None) -> np.ndarray:
         if self.fmt == "rows":

@@ -163,6 +163,10 @@ class ProviderBase(Strict):
     heartbeat_threshold_s: int = Field(
         30, ge=2, description="a block silent this long is lost and its tasks are retried elsewhere"
     )
+    parsl_log: Literal["debug", "info", "warning"] = Field(
+        "warning", description="level of Parsl's own log (runs/<name>/parsl/NNN/parsl.log and the interchange's); "
+        "debug writes a dozen lines a task, about 1.4 µs an item at chunks of 1,024: set it when debugging Parsl",
+    )
 
 
 class LocalProviderSpec(ProviderBase):

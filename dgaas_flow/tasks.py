@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,9 @@ from dgaas_flow.errors import PilotError
 from dgaas_flow.gateway.tokens import optional_auth_headers
 from dgaas_flow.inputs import Item, ItemReader, Run
 from dgaas_flow.pilot.discovery import resolve_endpoint
+
+# What a task infers: (ids, path, their array or why it cannot be read, their known label).
+Block = tuple[list[str], str, np.ndarray | Exception, str | None]
 
 
 @dataclass(frozen=True)
@@ -116,18 +119,25 @@ class _Session:
         raise AssertionError("unreachable")
 
 
-def infer_lines(items: list[Item], labels: Sequence[str | None], req: InferRequest) -> dict[str, Any]:
-    """Infer a chunk in-process: its results.jsonl lines, one per item in the items' order (see
+def infer_lines(blocks: Iterable[Block], req: InferRequest) -> dict[str, Any]:
+    """Infer a chunk in-process: its results.jsonl lines, one per item in the blocks' order (see
     dgaas_flow.records), with their counts and the requests' latencies."""
     session = _Session(req)
     block = os.environ.get("PARSL_WORKER_BLOCK_ID")  # set by Parsl's worker pool
-    lines = [""] * len(items)
+    ids: list[str] = []
+    labels: list[str | None] = []
+    read: list[tuple[range, str, np.ndarray | Exception]] = []
+    for block_ids, path, data, label in blocks:
+        read.append((range(len(ids), len(ids) + len(block_ids)), path, data))
+        ids += block_ids
+        labels += [label] * len(block_ids)
+    lines = [""] * len(ids)
     failed = 0
 
     def fail(positions: Sequence[int], message: str, pilot: str | None) -> None:
         nonlocal failed
         for p in positions:
-            lines[p] = records.error_line(items[p][0], message, pilot, labels[p])
+            lines[p] = records.error_line(ids[p], message, pilot, labels[p])
         failed += len(positions)
 
     try:
@@ -137,24 +147,21 @@ def infer_lines(items: list[Item], labels: Sequence[str | None], req: InferReque
     except PilotError:
         raise  # this node's pilot failed: Parsl retries the chunk on another block
     except Exception as exc:  # noqa: BLE001 - every item must get a recorded error, never vanish
-        fail(range(len(items)), f"{type(exc).__name__}: {exc}", session.url)
+        fail(range(len(ids)), f"{type(exc).__name__}: {exc}", session.url)
         return records.outcome(lines, failed, [])
 
     ready: list[int] = []  # positions of the items read, in the order of `inputs`
-    blocks: list[np.ndarray] = []
-    position = 0
-    for ids, path, data in ItemReader(req.format).blocks(items):
-        positions = range(position, position + len(ids))
-        position += len(ids)
+    arrays: list[np.ndarray] = []
+    for positions, path, data in read:
         if isinstance(data, Exception):  # the reason leads, so failures_by_reason groups them
             fail(positions, f"cannot read: {path}: {data}", None)
         elif not input_info.accepts(data.shape[1:]):
             fail(positions, f"wrong shape: {path}: {list(data.shape[1:])}, model input {input_info.name} "
                             f"takes {list(input_info.shape)}", None)
         else:
-            blocks.append(data.astype(input_info.dtype, copy=False))
+            arrays.append(data.astype(input_info.dtype, copy=False))
             ready += positions
-    inputs = _stack(blocks)
+    inputs = _stack(arrays)
 
     latencies: list[float] = []
     batched = info.max_batch_size > 0
@@ -172,7 +179,7 @@ def infer_lines(items: list[Item], labels: Sequence[str | None], req: InferReque
         ms = (time.perf_counter() - t0) * 1000.0
         latencies.append(ms)
         rows = out if batched else out[None]
-        done = records.success_lines([items[p][0] for p in group], [labels[p] for p in group], rows, req.top_k,
+        done = records.success_lines([ids[p] for p in group], [labels[p] for p in group], rows, req.top_k,
                                      names, session.url, block, ms)
         for p, line in zip(group, done, strict=True):
             lines[p] = line
@@ -194,7 +201,8 @@ def _values(
 def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
     """Infer a chunk in-process: {"results": one record (a dict) per item, in order, "latencies_ms":
     per request}. For your own scripts; a campaign appends `infer_lines`'s text as it is."""
-    out = infer_lines(items, [None] * len(items), req)
+    blocks = ((ids, path, data, None) for ids, path, data in ItemReader(req.format).blocks(items))
+    out = infer_lines(blocks, req)
     return {"results": [json.loads(line) for line in out["jsonl"].split("\n")[:-1]],
             "latencies_ms": out["latencies_ms"]}
 
@@ -212,8 +220,10 @@ def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
     results.jsonl. Parsl's serializer (dill, a pure-Python pickler) costs about 30 µs per Python
     object it moves, more than a small model's inference; one string each way costs almost
     nothing, and the records are encoded on the workers, in parallel, not in the driver."""
-    items = [item for fields in json.loads(chunk) for item in Run(*fields).items()]
-    return infer_lines([i.task_item() for i in items], [i.label for i in items], req)
+    reader = ItemReader(req.format)
+    runs = [Run(*fields) for fields in json.loads(chunk)]
+    return infer_lines(((run.ids(), run.path, reader.read(run.path, run.start, run.count), run.label) for run in runs),
+                       req)
 
 
 infer_encoded_chunk = python_app(infer_encoded)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
+from parsl.logconfigs.file import FileLogging
 from parsl.providers import LocalProvider
 
 from dgaas_flow.config import FORWARD_TERM, make_config, pilot_launch_cmd, worker_init
@@ -27,3 +29,11 @@ def test_local_provider_wraps_the_worker_pool_in_one_pilot_per_block(tmp_path: P
 def test_without_a_pilot_config_the_worker_pool_runs_bare(tmp_path: Path):
     spec = LocalProviderSpec(kind="local")
     assert pilot_launch_cmd(spec, None).startswith("process_worker_pool.py")
+
+
+def test_parsl_log_level_follows_the_profile(tmp_path: Path):
+    """Parsl's debug log writes a dozen lines a task; a campaign keeps warnings unless asked."""
+    quiet = make_config(LocalProviderSpec(kind="local"), tmp_path / "a", None, retries=0)
+    debug = make_config(LocalProviderSpec(kind="local", parsl_log="debug"), tmp_path / "b", None, retries=0)
+    assert isinstance(quiet.initialize_logging, FileLogging) and quiet.initialize_logging.level == logging.WARNING
+    assert debug.initialize_logging.level == logging.DEBUG
