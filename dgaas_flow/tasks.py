@@ -28,7 +28,7 @@ from dgaas_flow.client import (
     wait_until_ready,
 )
 from dgaas_flow.errors import PilotError
-from dgaas_flow.gateway.tokens import optional_auth_headers
+from dgaas_flow.gateway.bearer import optional_auth_headers
 from dgaas_flow.inputs import Item, ItemReader, Run
 from dgaas_flow.pilot.discovery import resolve_endpoint
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from dgaas_flow.errors import UserError
-from dgaas_flow.gateway import tokens
+from dgaas_flow.gateway import bearer, tokens
 from dgaas_flow.gateway.envoy import EnvoyError
 from dgaas_flow.pilot.run import DEFAULT_PILOT_DIR
 from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, terminate_pid, write_atomic
@@ -275,7 +275,7 @@ def _cmd_token_issue(args: argparse.Namespace) -> int:
 
 def _cmd_token_verify(args: argparse.Namespace) -> int:
     keys = Path(args.key).expanduser() if args.key else tokens.default_key_dir() / tokens.JWKS_FILE
-    token = tokens.find_token(args.token)
+    token = bearer.find_token(args.token)
     claims = tokens.verify_token(token, keys, issuer=args.issuer, audience=args.audience,
                                  require_scope=args.require_scope)
     print(json.dumps(claims, indent=2))

@@ -14,7 +14,8 @@ import jwt
 import pytest
 
 from dgaas_flow.gateway import tokens
-from dgaas_flow.gateway.tokens import TokenError, auth_headers, find_token, issue_token, verify_token
+from dgaas_flow.gateway.bearer import TokenError, auth_headers, find_token
+from dgaas_flow.gateway.tokens import issue_token, verify_token
 from tests.gateway.conftest import child_env
 
 
