@@ -18,7 +18,7 @@ def test_local_provider_wraps_the_worker_pool_in_one_pilot_per_block(tmp_path: P
     config = make_config(spec, tmp_path / "parsl", tmp_path / "pilot.json", retries=2)
     (executor,) = config.executors
     assert isinstance(executor.provider, LocalProvider)
-    assert executor.max_workers_per_node == 3 and config.retries == 2
+    assert executor.max_workers_per_node == 3 and executor.prefetch_capacity == 3 and config.retries == 2
     assert executor.launch_cmd.startswith(f"{sys.executable} -m dgaas_flow pilot wrap --config {tmp_path}/pilot.json")
     # formatted twice by the executor: at start, then per block
     assert " --block {{block_id}} -- process_worker_pool.py " in executor.launch_cmd
