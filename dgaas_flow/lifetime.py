@@ -14,12 +14,18 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Linux: ask the kernel to send `sig` when the parent (thread) exits; kept across exec."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, sig)
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+
+
+def adopt_orphans() -> None:
+    """Linux: descendants orphaned by their parent's death become this process's children, not
+    init's, so that it can stop them (see `pilot wrap`)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def main(argv: list[str]) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -10,8 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from dgaas_flow.errors import PilotError
-from dgaas_flow.pilot.endpoint import Endpoint, read_registry
+from dgaas_flow.lifetime import adopt_orphans
+from dgaas_flow.pilot.endpoint import ENV_ENDPOINT_FILE, Endpoint, read_registry
 from dgaas_flow.pilot.supervisor import Pilot, PilotConfig
 from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, terminate_pid
 
@@ -25,6 +29,7 @@ def wrap(config: PilotConfig, cmd: list[str], block: str | None = None, wait_rea
     `ready` (see discovery)."""
     pilot = Pilot(config, block=block)
     child: subprocess.Popen | None = None
+    adopt_orphans()
     with stop_on_signals(pilot.stop):
         try:
             endpoint = pilot.launch()
@@ -43,7 +48,25 @@ def wrap(config: PilotConfig, cmd: list[str], block: str | None = None, wait_rea
             if isinstance(exc, PilotError):
                 raise
             return 143
+        finally:
+            if pilot.endpoint_file is not None:
+                _stop_orphans(ENV_ENDPOINT_FILE, str(pilot.endpoint_file))
     raise AssertionError("unreachable")
+
+
+def _stop_orphans(key: str, value: str) -> None:
+    """What the command left running once it ended: a worker pool that was killed leaves Parsl's
+    multiprocessing manager (and any worker still busy) behind, which would hold the node until
+    the batch job ends, or forever on a login node. They were adopted (`adopt_orphans`) and are
+    told apart from the server's own processes (an Apptainer instance is adopted too) by the
+    variable the command was given."""
+    left = []
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(key) == value:
+                proc.kill()
+                left.append(proc)
+    psutil.wait_procs(left, timeout=5)
 
 
 def serve(config: PilotConfig, watch_pid: int | None = None) -> int:

@@ -306,9 +306,13 @@ class Pilot:
 
     @classmethod
     def _reap_group(cls, pgid: int) -> None:
-        """Give the backend stubs a moment to release their shared memory, then kill stragglers."""
+        """Give the backend stubs a moment to release their shared memory, then kill stragglers.
+        Stubs that outlive the server are ours to reap under `pilot wrap` (it adopts orphans)."""
         deadline = time.monotonic() + STOP_GRACE_S / 2
         while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-pgid, os.WNOHANG)[0]:
+                    pass
             try:
                 os.killpg(pgid, 0)
             except (ProcessLookupError, PermissionError):

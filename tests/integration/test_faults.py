@@ -139,11 +139,26 @@ def kill_worker_pool(out: Path) -> None:
     pool.kill()
 
 
+def started_for(out: Path) -> list[psutil.Process]:
+    """Live processes a pilot of this run started its command with (DGAAS_ENDPOINT_FILE names the
+    run's pilot folder): Parsl's worker pool, its workers and its multiprocessing manager."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and str(out) in proc.environ().get("DGAAS_ENDPOINT_FILE", ""):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
 def test_lost_worker_pool_is_replaced_by_a_new_block(tmp_path, digits_data):
     summary = digits_campaign_with_fault(tmp_path, digits_data / "images", "Parsl worker pool SIGKILL (block lost)",
                                          kill_worker_pool)
     assert summary["items_failed"] == 0
     assert len(summary["pilots"]) == 2  # the lost block's pilot stopped; a new block brought its own
+    # the killed pool's orphans (Parsl's manager process) were stopped by its pilot, not left behind
+    assert started_for(tmp_path / "run") == []
 
 
 def test_killed_driver_leaves_nothing_behind_and_a_rerun_completes(tmp_path, digits_data):
