@@ -91,7 +91,8 @@ class OutputSpec(Strict):
     dir: Path | None = Field(None, description="run folder; default: runs/<workflow name>")
     tensor: str | None = Field(None, description="model output name; default: the first output")
     top_k: int = Field(
-        1, ge=0, description="classes per item via Triton's classification extension; 0: raw values"
+        1, ge=0, description="best classes per item with their scores, named as Triton's classification "
+        "extension names them (the model's label file); 0: the raw output values"
     )
 
 
