@@ -65,17 +65,16 @@ class Run:
     count: int = 1
     suffix: str = ""  # a scale test's later rounds of the same inputs: "#1", "#2"...
 
-    def ids(self) -> list[str]:
+    def ids(self) -> Iterator[str]:
         if self.start is None:
-            return [self.rel + self.suffix]
-        return [f"{self.rel}:{row}{self.suffix}" for row in range(self.start, self.start + self.count)]
+            yield self.rel + self.suffix
+            return
+        yield from (f"{self.rel}:{row}{self.suffix}" for row in range(self.start, self.start + self.count))
 
     def items(self) -> Iterator[InputItem]:
-        if self.start is None:
-            yield InputItem(self.rel + self.suffix, self.path, self.label)
-            return
-        for row in range(self.start, self.start + self.count):
-            yield InputItem(f"{self.rel}:{row}{self.suffix}", self.path, self.label, row)
+        rows = [None] if self.start is None else range(self.start, self.start + self.count)
+        for item_id, row in zip(self.ids(), rows, strict=True):
+            yield InputItem(item_id, self.path, self.label, row)
 
     def part(self, offset: int, count: int) -> Run:
         """`count` items from the run's `offset`-th on."""

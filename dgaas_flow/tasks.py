@@ -222,8 +222,8 @@ def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
     nothing, and the records are encoded on the workers, in parallel, not in the driver."""
     reader = ItemReader(req.format)
     runs = [Run(*fields) for fields in json.loads(chunk)]
-    return infer_lines(((run.ids(), run.path, reader.read(run.path, run.start, run.count), run.label) for run in runs),
-                       req)
+    return infer_lines(
+        ((list(run.ids()), run.path, reader.read(run.path, run.start, run.count), run.label) for run in runs), req)
 
 
 infer_encoded_chunk = python_app(infer_encoded)
