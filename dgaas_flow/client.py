@@ -122,10 +122,11 @@ class TritonClient:
         self, model: str, version: str, batch: np.ndarray, input_info: TensorInfo, output: str
     ) -> tuple[np.ndarray, list[str]]:
         """The raw values, as `infer` gives them, and the class names from the server's label file
-        (the index where it has none). Asked once per process, in a request that carries items
-        anyway, so that the server counts no extra inference: every class's classification string
-        ("value:index:label"), parsed back into values in index order. Later requests ask for
-        the raw values, and tasks rank them in numpy instead of parsing a string per item."""
+        (the index where it has none). Asked once per process, with real items (tasks send their
+        first one alone), so that the server counts no extra inference: every class's
+        classification string ("value:index:label"), parsed back into values in index order.
+        Later requests ask for the raw values, and tasks rank them in numpy instead of parsing a
+        string per item."""
         entries = self.infer(model, version, batch, input_info, output, class_count=ALL_CLASSES)
         rows = entries.reshape(-1, entries.shape[-1])
         values = np.empty(rows.shape, dtype=np.float64)

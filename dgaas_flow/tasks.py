@@ -166,12 +166,18 @@ def infer_lines(blocks: Iterable[Block], req: InferRequest) -> dict[str, Any]:
     latencies: list[float] = []
     batched = info.max_batch_size > 0
     size = min(req.batch_size or info.max_batch_size, info.max_batch_size) if batched else 1
-    for start in range(0, len(ready), size):
-        group = ready[start:start + size]
+    # a process learns the class names from its first item, sent alone: every class's string for a
+    # whole batch would be a million strings for a model of 1,000 classes
+    learn = batched and req.top_k > 0 and session.connect().class_names(req.model, req.version, output) is None
+    start = 0
+    while start < len(ready):
+        span = slice(start, start + (1 if learn else size))
+        start, learn = span.stop, False
+        group = ready[span]
         t0 = time.perf_counter()
         try:
-            batch = (np.stack(inputs[start:start + size]) if isinstance(inputs, list) else inputs[start:start + size]) \
-                if batched else inputs[start]
+            batch = (np.stack(inputs[span]) if isinstance(inputs, list) else inputs[span]) if batched \
+                else inputs[span.start]
             out, names = session.call(lambda c, b=batch: _values(c, req, b, input_info, output))
         except Exception as exc:  # noqa: BLE001
             fail(group, f"{type(exc).__name__}: {exc}", session.url)
