@@ -21,7 +21,7 @@ import parsl
 from dgaas_flow import inputs, metrics, records
 from dgaas_flow.config import make_config
 from dgaas_flow.errors import PilotError
-from dgaas_flow.inputs import InputItem, Run
+from dgaas_flow.inputs import Run
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 from dgaas_flow.pilot.supervisor import PilotConfig
 from dgaas_flow.progress import Progress
@@ -34,12 +34,8 @@ from dgaas_flow.tasks import InferRequest, encode_chunk, infer_encoded_chunk
 PILOT_STOP_WAIT_S = 30.0
 
 
-def enumerate_items(wf: Workflow, limit: int | None = None) -> Iterator[InputItem]:
-    """The workflow's input items, streamed (see dgaas_flow.inputs)."""
-    return inputs.enumerate_items(wf.inputs.files, wf.inputs.format, wf.inputs.labels, limit)
-
-
 def enumerate_runs(wf: Workflow) -> Iterator[Run]:
+    """The workflow's inputs, streamed as runs (see dgaas_flow.inputs)."""
     return inputs.enumerate_runs(wf.inputs.files, wf.inputs.format, wf.inputs.labels)
 
 

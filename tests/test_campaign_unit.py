@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 
 from dgaas_flow import inputs
-from dgaas_flow.campaign import enumerate_items, summarize
+from dgaas_flow.campaign import summarize
 from dgaas_flow.inputs import ItemReader
 from dgaas_flow.inputs import enumerate_items as enumerate_files
 from dgaas_flow.results import ResultsFile
@@ -19,10 +19,11 @@ from tests.conftest import WORKFLOW
 
 def test_items_have_stable_relative_ids_and_folder_labels(digits_data):
     wf = load_workflow(WORKFLOW)
-    items = list(enumerate_items(wf))
+    where = (wf.inputs.files, wf.inputs.format, wf.inputs.labels)
+    items = list(enumerate_files(*where))
     assert len(items) == 1797 == len({i.id for i in items})
     assert "0/0000.png" in {i.id for i in items}
-    assert [i.id for i in enumerate_items(wf, limit=3)] == [i.id for i in items[:3]]
+    assert [i.id for i in enumerate_files(*where, limit=3)] == [i.id for i in items[:3]]
     assert all(i.id.split("/")[0] == i.label for i in items)
 
 
