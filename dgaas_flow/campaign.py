@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import os
-import sys
 import threading
 import time
 from collections import Counter
@@ -81,7 +79,6 @@ def run_campaign(
         total = total if limit is None else min(total, limit)
     todo = inputs.chunk_runs(runs, wf.chunk_size, limit, results.done if len(results.done) else None)
     request = InferRequest.from_workflow(wf)
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     dfk = parsl.load(make_config(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries))
     bar = Progress(total, stats.resumed, mode=progress)
     timeline = Timeline(out_dir / TIMELINE, stats)

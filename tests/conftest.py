@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "workflows" / "digits"
 WORKFLOW = DIGITS / "workflow.yaml"
-STRAY_NAMES = ("tritonserver", "triton_python_backend_stub", "process_worker_pool", "interchange.py")
+STRAY_NAMES = ("tritonserver", "triton_python_backend_stub", "process_worker_pool", "high_throughput.interchange")
 
 
 def processes_mentioning(*needles: str) -> list[str]:

@@ -20,15 +20,19 @@ def test_local_provider_wraps_the_worker_pool_in_one_pilot_per_block(tmp_path: P
     assert isinstance(executor.provider, LocalProvider)
     assert executor.max_workers_per_node == 3 and executor.prefetch_capacity == 3 and config.retries == 2
     assert executor.launch_cmd.startswith(f"{sys.executable} -m dgaas_flow pilot wrap --config {tmp_path}/pilot.json")
-    # formatted twice by the executor: at start, then per block
-    assert " --block {{block_id}} -- process_worker_pool.py " in executor.launch_cmd
+    # formatted twice by the executor: at start, then per block; Parsl's processes run optimized
+    htex = "parsl.executors.high_throughput"
+    assert f" --block {{{{block_id}}}} -- {sys.executable} -O -m {htex}.process_worker_pool " in executor.launch_cmd
+    assert executor.interchange_launch_cmd == [
+        sys.executable, "-m", "dgaas_flow.lifetime", sys.executable, "-O", "-m", f"{htex}.interchange"]
     assert worker_init(spec).splitlines() == [
         *FORWARD_TERM.splitlines(), f'export PATH={Path(sys.executable).parent}:"$PATH"', "module load x"]
 
 
 def test_without_a_pilot_config_the_worker_pool_runs_bare(tmp_path: Path):
     spec = LocalProviderSpec(kind="local")
-    assert pilot_launch_cmd(spec, None).startswith("process_worker_pool.py")
+    pool = f"{sys.executable} -O -m parsl.executors.high_throughput.process_worker_pool {{debug}} "
+    assert pilot_launch_cmd(spec, None).startswith(pool)
 
 
 def test_parsl_log_level_follows_the_profile(tmp_path: Path):

@@ -18,7 +18,8 @@ def test_render_wilson_cluster_has_partition_gpus_and_pilot_wrapper(tmp_path, di
     assert "--exclusive" not in script  # nodes are shared unless the profile says otherwise
     assert (f"{sys.executable} -m dgaas_flow pilot wrap --config {tmp_path}/run/pilot.json --start-with-server "
             "--block 0 -- "
-            "process_worker_pool.py  --max_workers_per_node=8 -a <addresses>") in script
+            f"{sys.executable} -O -m parsl.executors.high_throughput.process_worker_pool  --max_workers_per_node=8 "
+            "-a <addresses>") in script
     assert "srun --ntasks 1 -l  bash" in script  # srun: one pilot on every node of the block
 
 

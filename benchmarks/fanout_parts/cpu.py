@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 # (what a process's command line holds, the role it is counted under), first match wins
-ROLES = (("triton_python_backend_stub", "model"), ("tritonserver", "server"), ("interchange.py", "interchange"),
-         ("pilot wrap", "pilot"), ("process_worker_pool", "workers"))
+ROLES = (("triton_python_backend_stub", "model"), ("tritonserver", "server"),
+         ("high_throughput.interchange", "interchange"), ("pilot wrap", "pilot"), ("process_worker_pool", "workers"))
 
 
 class CpuTracker:
@@ -27,12 +27,13 @@ class CpuTracker:
         """By command line; Parsl's workers (multiprocessing children) take their manager's role."""
         if proc.pid == self.root.pid:
             return "driver"
-        cmd = " ".join(proc.cmdline())
+        argv = proc.cmdline()  # empty for a process that has just exited (a zombie)
+        cmd = " ".join(argv)
         role = next((role for needle, role in ROLES if needle in cmd), None)
         if role is None and "multiprocessing" in cmd:
             parent = self.seen.get(proc.ppid())
             role = parent[0] if parent and parent[0] == "workers" else None
-        return role or ("launcher" if Path(proc.cmdline()[0]).name in ("bash", "sh") else "other")
+        return role or ("launcher" if argv and Path(argv[0]).name in ("bash", "sh") else "other")
 
     def snapshot(self) -> dict[str, float]:
         """Totals by role as of now (taken at the first and at the last result)."""
