@@ -9,7 +9,6 @@ import concurrent.futures as cf
 import json
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from dgaas_flow.inputs import Run
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 from dgaas_flow.pilot.supervisor import PilotConfig
 from dgaas_flow.progress import Progress
-from dgaas_flow.results import ResultsFile
+from dgaas_flow.results import ResultsFile, Tally
 from dgaas_flow.runfiles import RESULTS, SUMMARY, TIMELINE, WORKFLOW
 from dgaas_flow.spec import Workflow
 from dgaas_flow.stats import RunStats, Timeline
@@ -39,8 +38,10 @@ def enumerate_runs(wf: Workflow) -> Iterator[Run]:
 
 def _lost_chunk(chunk: list[Run], exc: BaseException) -> dict[str, Any]:
     message = f"task failed after all retries: {type(exc).__name__}: {exc}"
-    lines = [records.error_line(i.id, message, None, i.label) for run in chunk for i in run.items()]
-    return records.outcome(lines, len(lines), [])
+    items = [i for run in chunk for i in run.items()]
+    lost = records.ChunkRecords([i.id for i in items], [i.label for i in items])
+    lost.fail(range(len(items)), message, None)
+    return lost.outcome([])
 
 
 def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:
@@ -95,7 +96,7 @@ def run_campaign(
         dfk.cleanup()
         parsl.clear()
         _wait_for_pilots(registry, since=stats.started_at)
-        summary = summarize(wf, out_dir, total, stats)
+        summary = summarize(wf, out_dir, total, stats, results.tally)
         summary["complete"] = complete
         (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -153,7 +154,7 @@ def _fan_out(todo: Iterator[list[Run]], wf, request, results, stats: RunStats, d
                 outcome = fut.result()
             except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
                 outcome = _lost_chunk(chunk, exc)
-            results.write(outcome["jsonl"])
+            results.append(outcome)
             stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"])
             display.advance(outcome["items"], outcome["failed"])
 
@@ -189,24 +190,10 @@ def _wait_for_pilots(registry: Path, since: str) -> None:
         time.sleep(0.2)
 
 
-def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[str, Any]:
-    """Counts come from results.jsonl (the whole campaign, resumed runs included); speed and
-    latency from this run."""
-    ok = failed = correct = labelled = 0
-    per_pilot: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    with open(out_dir / RESULTS) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["ok"]:
-                ok += 1
-                per_pilot[r.get("pilot") or "?"] += 1
-                if "correct" in r:
-                    labelled += 1
-                    correct += r["correct"]
-            else:
-                failed += 1
-                reasons[r["error"].split(":", 1)[0]] += 1
+def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats, tally: Tally) -> dict[str, Any]:
+    """Counts are of results.jsonl (the whole campaign, resumed runs included); speed and latency
+    are this run's."""
+    per_pilot = tally.pilots.copy()
     wall = stats.wall_s
     pilots, triton = [], []
     for e in read_registry(out_dir / "pilots"):
@@ -227,8 +214,8 @@ def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[
         "out_dir": str(out_dir),
         "started_at": stats.started_at,
         "items_total": total,
-        "items_ok": ok,
-        "items_failed": failed,
+        "items_ok": tally.ok,
+        "items_failed": tally.failed,
         "items_this_run": stats.items,
         "items_resumed": stats.resumed,
         "wall_seconds": round(wall, 3),
@@ -242,10 +229,10 @@ def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats) -> dict[
         "pilots": pilots,
         "restarts": sum(p.get("restarts", 0) for p in pilots),
         "triton": triton,
-        "failures_by_reason": dict(reasons.most_common(10)),
+        "failures_by_reason": dict(tally.reasons.most_common(10)),
     }
-    if labelled:
-        summary["accuracy"] = round(correct / labelled, 4)
+    if tally.labelled:
+        summary["accuracy"] = round(tally.correct / tally.labelled, 4)
     return summary
 
 

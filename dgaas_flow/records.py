@@ -13,6 +13,7 @@ module's own escaper, so the lines are exactly what `json.dumps` writes.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii as json_string
 from typing import Any
@@ -37,11 +38,11 @@ def _ranked(out: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     return best, np.take_along_axis(out, best, axis=1)
 
 
-def success_lines(
+def _success_lines(
     ids: Sequence[str], labels: Sequence[str | None], out: np.ndarray, top_k: int, class_names: list[str],
     pilot: str | None, block: str | None, latency_ms: float,
-) -> list[str]:
-    """One line per item of a request's output (batch first)."""
+) -> tuple[list[str], list[str | None]]:
+    """One line per item of a request's output (batch first), and each item's prediction."""
     flat = out.reshape(len(ids), -1)
     tail = f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},"latency_ms":{round(latency_ms, 3)!r}'
     if top_k == 0:
@@ -59,8 +60,9 @@ def success_lines(
             pairs = [[f"[{names[k]},{s}]" for k, s in zip(ks, _numbers(vs), strict=True)]
                      for ks, vs in zip(index.tolist(), value, strict=True)]
             heads = [f'{h},"top":[{",".join(p)}]' for h, p in zip(heads, pairs, strict=True)]
-    return [h + tail + _label(label, prediction) + "}\n"
-            for h, label, prediction in zip(heads, labels, predictions, strict=True)]
+    lines = [h + tail + _label(label, prediction) + "}\n"
+             for h, label, prediction in zip(heads, labels, predictions, strict=True)]
+    return lines, predictions
 
 
 def _label(label: str | None, prediction: str | None) -> str:
@@ -77,6 +79,45 @@ def error_line(item_id: str, message: str, pilot: str | None, label: str | None)
                       separators=(",", ":"))[:-1] + _label(label, None) + "}\n"
 
 
-def outcome(lines: list[str], failed: int, latencies_ms: list[float]) -> dict[str, Any]:
-    """A chunk's lines as the campaign appends them, with their counts."""
-    return {"jsonl": "".join(lines), "items": len(lines), "failed": failed, "latencies_ms": latencies_ms}
+def reason(message: str) -> str:
+    """What summary.json groups failures by: the message's lead, before its first colon."""
+    return message.split(":", 1)[0]
+
+
+class ChunkRecords:
+    """A chunk's lines, in item order, and what summary.json counts of them: counted here as the
+    lines are made, so that the end of a campaign does not read its results.jsonl back (4 s for a
+    million items)."""
+
+    def __init__(self, ids: list[str], labels: list[str | None]):
+        self.ids, self.labels = ids, labels
+        self.lines = [""] * len(ids)
+        self.failed = self.labelled = self.correct = 0
+        self.pilots: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+
+    def succeed(self, positions: Sequence[int], out: np.ndarray, top_k: int, class_names: list[str],
+                pilot: str | None, block: str | None, latency_ms: float) -> None:
+        """The items at `positions` got the rows of `out`, from one request."""
+        labels = [self.labels[p] for p in positions]
+        lines, predictions = _success_lines([self.ids[p] for p in positions], labels, out, top_k, class_names,
+                                            pilot, block, latency_ms)
+        for p, line in zip(positions, lines, strict=True):
+            self.lines[p] = line
+        self.pilots[pilot or "?"] += len(positions)
+        checked = [label == prediction for label, prediction in zip(labels, predictions, strict=True)
+                   if label is not None and prediction is not None]
+        self.labelled += len(checked)
+        self.correct += sum(checked)
+
+    def fail(self, positions: Sequence[int], message: str, pilot: str | None) -> None:
+        for p in positions:
+            self.lines[p] = error_line(self.ids[p], message, pilot, self.labels[p])
+        self.failed += len(positions)
+        self.reasons[reason(message)] += len(positions)
+
+    def outcome(self, latencies_ms: list[float]) -> dict[str, Any]:
+        """The chunk as the campaign appends it: its text, counts and the requests' latencies."""
+        return {"jsonl": "".join(self.lines), "items": len(self.lines), "failed": self.failed,
+                "latencies_ms": latencies_ms, "pilots": dict(self.pilots), "reasons": dict(self.reasons),
+                "labelled": self.labelled, "correct": self.correct}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,14 +131,7 @@ def infer_lines(blocks: Iterable[Block], req: InferRequest) -> dict[str, Any]:
         read.append((range(len(ids), len(ids) + len(block_ids)), path, data))
         ids += block_ids
         labels += [label] * len(block_ids)
-    lines = [""] * len(ids)
-    failed = 0
-
-    def fail(positions: Sequence[int], message: str, pilot: str | None) -> None:
-        nonlocal failed
-        for p in positions:
-            lines[p] = records.error_line(ids[p], message, pilot, labels[p])
-        failed += len(positions)
+    chunk = records.ChunkRecords(ids, labels)
 
     try:
         info: ModelInfo = session.call(lambda c: c.model_info(req.model, req.version))
@@ -147,16 +140,16 @@ def infer_lines(blocks: Iterable[Block], req: InferRequest) -> dict[str, Any]:
     except PilotError:
         raise  # this node's pilot failed: Parsl retries the chunk on another block
     except Exception as exc:  # noqa: BLE001 - every item must get a recorded error, never vanish
-        fail(range(len(ids)), f"{type(exc).__name__}: {exc}", session.url)
-        return records.outcome(lines, failed, [])
+        chunk.fail(range(len(ids)), f"{type(exc).__name__}: {exc}", session.url)
+        return chunk.outcome([])
 
     ready: list[int] = []  # positions of the items read, in the order of `inputs`
     arrays: list[np.ndarray] = []
     for positions, path, data in read:
         if isinstance(data, Exception):  # the reason leads, so failures_by_reason groups them
-            fail(positions, f"cannot read: {path}: {data}", None)
+            chunk.fail(positions, f"cannot read: {path}: {data}", None)
         elif not input_info.accepts(data.shape[1:]):
-            fail(positions, f"wrong shape: {path}: {list(data.shape[1:])}, model input {input_info.name} "
+            chunk.fail(positions, f"wrong shape: {path}: {list(data.shape[1:])}, model input {input_info.name} "
                             f"takes {list(input_info.shape)}", None)
         else:
             arrays.append(data.astype(input_info.dtype, copy=False))
@@ -180,16 +173,12 @@ def infer_lines(blocks: Iterable[Block], req: InferRequest) -> dict[str, Any]:
                 else inputs[span.start]
             out, names = session.call(lambda c, b=batch: _values(c, req, b, input_info, output))
         except Exception as exc:  # noqa: BLE001
-            fail(group, f"{type(exc).__name__}: {exc}", session.url)
+            chunk.fail(group, f"{type(exc).__name__}: {exc}", session.url)
             continue
         ms = (time.perf_counter() - t0) * 1000.0
         latencies.append(ms)
-        rows = out if batched else out[None]
-        done = records.success_lines([ids[p] for p in group], [labels[p] for p in group], rows, req.top_k,
-                                     names, session.url, block, ms)
-        for p, line in zip(group, done, strict=True):
-            lines[p] = line
-    return records.outcome(lines, failed, latencies)
+        chunk.succeed(group, out if batched else out[None], req.top_k, names, session.url, block, ms)
+    return chunk.outcome(latencies)
 
 
 def _values(

@@ -11,6 +11,7 @@ from dgaas_flow import inputs
 from dgaas_flow.campaign import summarize
 from dgaas_flow.inputs import ItemReader
 from dgaas_flow.inputs import enumerate_items as enumerate_files
+from dgaas_flow.records import ChunkRecords
 from dgaas_flow.results import ResultsFile
 from dgaas_flow.spec import load_workflow
 from dgaas_flow.stats import RunStats
@@ -71,7 +72,9 @@ def test_resume_keeps_each_success_once_and_retries_errors_and_torn_lines(tmp_pa
     results = ResultsFile(path)
     assert len(results.done) == 2 and "a" in results.done and "c" in results.done
     assert "b" not in results.done and "d" not in results.done and "" not in results.done
-    results.write('{"id": "b", "ok": true}\n{"id": "d", "ok": true}\n')
+    again = ChunkRecords(["b", "d"], [None, None])
+    again.succeed([0, 1], np.eye(2, dtype=np.float32), 1, ["0", "1"], None, None, 1.0)
+    results.append(again.outcome([1.0]))
     results.close()
     ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
     assert ids == ["a", "c", "b", "d"]
@@ -93,20 +96,34 @@ def test_resuming_a_large_campaign_holds_digests_not_ids(tmp_path):
 
 
 def test_summary_counts_the_whole_campaign_and_this_runs_speed(tmp_path, digits_data):
+    """The counts are those of results.jsonl, resumed lines included, though the campaign keeps them
+    as it goes instead of reading the file back at its end."""
     wf = load_workflow(WORKFLOW)
-    records = [
+    earlier = [
         {"id": "1", "ok": True, "prediction": "3", "label": "3", "correct": True, "pilot": "http://p:1"},
-        {"id": "2", "ok": True, "prediction": "4", "label": "5", "correct": False, "pilot": "http://p:1"},
-        {"id": "3", "ok": False, "error": "cannot read: x: bad", "label": "1", "pilot": None},
+        {"id": "3", "ok": False, "error": "TimeoutError: x", "label": "1", "pilot": None},  # tried again
     ]
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    stats = RunStats(resumed=1)
-    stats.add(2, 0, [1.0, 2.0, 3.0, 4.0])
-    s = summarize(wf, tmp_path, total=3, stats=stats)
-    assert (s["items_total"], s["items_ok"], s["items_failed"]) == (3, 2, 1)
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in earlier))
+    results = ResultsFile(path)
+    chunk = ChunkRecords(["2", "3", "4"], ["5", "1", None])
+    digits = [str(d) for d in range(10)]
+    chunk.succeed([0], np.eye(10, dtype=np.float32)[[4]], 1, digits, "http://p:1", "0", 2.0)
+    chunk.fail([1], "cannot read: x: bad", None)
+    chunk.succeed([2], np.eye(10, dtype=np.float32)[[7]], 1, digits, "http://p:2", "0", 3.0)
+    results.append(chunk.outcome([2.0, 3.0]))
+    results.close()
+    stats = RunStats(resumed=len(results.done))
+    stats.add(3, 1, [1.0, 2.0, 3.0, 4.0])
+    s = summarize(wf, tmp_path, total=4, stats=stats, tally=results.tally)
+    assert (s["items_total"], s["items_ok"], s["items_failed"]) == (4, 3, 1)
     assert s["accuracy"] == 0.5
-    assert s["pilots"] == [{"endpoint": "http://p:1", "items": 2}]
+    assert s["pilots"] == [{"endpoint": "http://p:1", "items": 2}, {"endpoint": "http://p:2", "items": 1}]
     assert s["failures_by_reason"] == {"cannot read": 1}
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in lines] == ["1", "2", "3", "4"]
+    assert s["items_ok"] == sum(r["ok"] for r in lines) and s["items_failed"] == sum(not r["ok"] for r in lines)
+    assert s["accuracy"] == sum(r.get("correct", 0) for r in lines) / sum("correct" in r for r in lines)
     assert s["latency_ms"]["p50"] == 2.0 and abs(s["latency_ms"]["max"] - 4.0) < 0.01 and s["requests"] == 4
     assert sum(n for _, n in s["latency_ms"]["histogram"]) == 4
     assert s["time_to_first_result_s"] is not None and s["triton"] == []

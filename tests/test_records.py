@@ -18,9 +18,17 @@ def _parsed(lines: list[str]) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
+def success_lines(ids: list[str], labels: list[str | None], out: np.ndarray, top_k: int, names: list[str],
+                  pilot: str | None, block: str | None, latency_ms: float) -> list[str]:
+    """The lines of one request whose items are a whole chunk."""
+    chunk = records.ChunkRecords(ids, labels)
+    chunk.succeed(range(len(ids)), out, top_k, names, pilot, block, latency_ms)
+    return chunk.lines
+
+
 def test_top_1_lines_carry_the_best_class_its_score_and_the_label_check():
     out = np.array([[0.1, 0.7, 0.05, 0.1, 0.05], [0.0, 0.0, 0.0, 0.0, 1.0]], dtype=np.float32)
-    lines = records.success_lines(['a.npy:0', 'odd "id"\\ é'], ["q", "g"], out, 1, NAMES, "http://h:1", "0", 1.23456)
+    lines = success_lines(['a.npy:0', 'odd "id"\\ é'], ["q", "g"], out, 1, NAMES, "http://h:1", "0", 1.23456)
     first, second = _parsed(lines)
     assert first == {"id": "a.npy:0", "prediction": "q", "score": 0.7, "ok": True, "pilot": "http://h:1",
                      "block": "0", "latency_ms": 1.235, "label": "q", "correct": True}
@@ -32,38 +40,43 @@ def test_top_1_lines_carry_the_best_class_its_score_and_the_label_check():
 
 def test_scores_have_the_classification_extensions_six_decimals():
     out = np.array([[0.123456789, 0.2], [12.5, -3.0]], dtype=np.float32)
-    a, b = _parsed(records.success_lines(["a", "b"], [None, None], out, 1, ["x", "y"], None, None, 0.0))
+    a, b = _parsed(success_lines(["a", "b"], [None, None], out, 1, ["x", "y"], None, None, 0.0))
     assert a["score"] == 0.2 and b["score"] == 12.5 and b["prediction"] == "x"
     assert "label" not in a and a["pilot"] is None and a["block"] is None
 
 
 def test_top_k_ranks_best_first_and_raw_output_keeps_every_value():
     out = np.array([[0.1, 0.6, 0.3]], dtype=np.float32)
-    (top,) = _parsed(records.success_lines(["a"], ["z"], out, 2, ["x", "y", "z"], None, None, 1.0))
+    (top,) = _parsed(success_lines(["a"], ["z"], out, 2, ["x", "y", "z"], None, None, 1.0))
     assert top["top"] == [["y", 0.6], ["z", 0.3]] and top["prediction"] == "y" and top["correct"] is False
-    (raw,) = _parsed(records.success_lines(["a"], ["z"], out, 0, [], None, None, 1.0))
+    (raw,) = _parsed(success_lines(["a"], ["z"], out, 0, [], None, None, 1.0))
     assert np.allclose(raw["output"], [0.1, 0.6, 0.3]) and raw["label"] == "z" and "correct" not in raw
     assert "prediction" not in raw
 
 
 def test_top_k_beyond_the_classes_gives_every_class():
     out = np.array([[0.1, 0.9]], dtype=np.float32)
-    (rec,) = _parsed(records.success_lines(["a"], [None], out, 5, ["x", "y"], None, None, 1.0))
+    (rec,) = _parsed(success_lines(["a"], [None], out, 5, ["x", "y"], None, None, 1.0))
     assert rec["top"] == [["y", 0.9], ["x", 0.1]]
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_scores_stay_readable_json(bad):
     out = np.array([[bad, 0.0]], dtype=np.float32)
-    (rec,) = _parsed(records.success_lines(["a"], [None], out, 1, ["x", "y"], None, None, 1.0))
+    (rec,) = _parsed(success_lines(["a"], [None], out, 1, ["x", "y"], None, None, 1.0))
     assert math.isnan(rec["score"]) if np.isnan(bad) else rec["score"] == math.inf
 
 
-def test_error_lines_and_outcome_counts():
-    lines = [records.error_line('a "1"', "cannot read: x.npy: broken", None, "W"),
-             records.error_line("b", "timeout", "http://h:1", None)]
-    a, b = _parsed(lines)
+def test_a_chunk_keeps_item_order_and_counts_what_the_summary_reports():
+    chunk = records.ChunkRecords(['a "1"', "b", "c", "d"], ["W", None, "y", "x"])
+    chunk.fail([0], "cannot read: x.npy: broken", None)
+    chunk.succeed([3, 2], np.array([[0.2, 0.8], [0.9, 0.1]], dtype=np.float32), 1, ["x", "y"], "http://h:1", "0", 1.0)
+    chunk.fail([1], "timeout", "http://h:1")
+    a, b, c, d = _parsed(chunk.lines)
     assert a == {"id": 'a "1"', "ok": False, "error": "cannot read: x.npy: broken", "pilot": None, "label": "W"}
     assert b == {"id": "b", "ok": False, "error": "timeout", "pilot": "http://h:1"}
-    outcome = records.outcome(lines, 2, [1.5])
-    assert outcome == {"jsonl": "".join(lines), "items": 2, "failed": 2, "latencies_ms": [1.5]}
+    assert (c["prediction"], c["correct"], d["prediction"], d["correct"]) == ("x", False, "y", False)
+    outcome = chunk.outcome([1.5])
+    assert outcome == {"jsonl": "".join(chunk.lines), "items": 4, "failed": 2, "latencies_ms": [1.5],
+                       "pilots": {"http://h:1": 2}, "reasons": {"cannot read": 1, "timeout": 1},
+                       "labelled": 2, "correct": 0}
