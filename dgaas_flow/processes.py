@@ -83,6 +83,17 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def shared_memory(pid: int, prefix: str) -> set[str]:
+    """The /dev/shm files whose names start with prefix that a live process has mapped (none if it
+    is gone or not ours to read)."""
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            mapped = [line.split(maxsplit=5)[5:] for line in maps]  # the sixth field, a path, if any
+    except OSError:
+        return set()
+    return {path.rstrip("\n") for (path,) in filter(None, mapped) if path.startswith(f"/dev/shm/{prefix}")}
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a temporary file in the same folder, then rename it over path, so that a reader on a
     shared filesystem (a task, the driver, Envoy's file watch) never sees half a file."""

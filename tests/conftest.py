@@ -1,8 +1,9 @@
 """Shared fixtures: the prepared digits example, a real Triton pilot, CLI runs, and a final check
-that the suite left no tritonserver or Parsl worker running."""
+that the suite left no tritonserver or Parsl worker running, and no Triton shared memory behind."""
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from dgaas_flow.pilot.supervisor import BACKEND_SHM
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "workflows" / "digits"
@@ -36,9 +39,13 @@ def stray_processes() -> list[str]:
     return processes_mentioning(*STRAY_NAMES)
 
 
+def backend_regions() -> set[str]:
+    return set(glob.glob(f"/dev/shm/{BACKEND_SHM}*"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_strays_left():
-    before = set(stray_processes())
+    before, regions = set(stray_processes()), backend_regions()
     yield
     deadline = time.monotonic() + 30
     left = [p for p in stray_processes() if p not in before]
@@ -46,6 +53,8 @@ def no_strays_left():
         time.sleep(0.5)
         left = [p for p in stray_processes() if p not in before]
     assert not left, "the test suite left processes running:\n" + "\n".join(left)
+    leaked = sorted(backend_regions() - regions)  # killed and hung servers' too: their pilots remove them
+    assert not leaked, "the test suite left Triton's shared memory in /dev/shm:\n" + "\n".join(leaked)
 
 
 @pytest.fixture(scope="session")

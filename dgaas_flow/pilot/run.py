@@ -59,14 +59,29 @@ def _stop_orphans(key: str, value: str) -> None:
     multiprocessing manager (and any worker still busy) behind, which would hold the node until
     the batch job ends, or forever on a login node. They were adopted (`adopt_orphans`) and are
     told apart from the server's own processes (an Apptainer instance is adopted too) by the
-    variable the command was given."""
-    left = []
+    variable the command was given. Python's resource tracker goes last, by itself: once the others
+    are gone it unlinks the semaphores they left in /dev/shm (it ignores SIGTERM for that)."""
+    ours = []
     for proc in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
             if proc.environ().get(key) == value:
-                proc.kill()
-                left.append(proc)
-    psutil.wait_procs(left, timeout=5)
+                ours.append(proc)
+    trackers = [p for p in ours if _is_resource_tracker(p)]
+    others = [p for p in ours if p not in trackers]
+    for proc in others:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(others, timeout=5)
+    _, alive = psutil.wait_procs(trackers, timeout=5)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def _is_resource_tracker(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
+    return False
 
 
 def serve(config: PilotConfig, watch_pid: int | None = None) -> int:

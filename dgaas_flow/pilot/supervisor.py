@@ -26,10 +26,11 @@ from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot.endpoint import Endpoint
 from dgaas_flow.pilot.launch import LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
-from dgaas_flow.processes import http_get, log_tail, stop_group
+from dgaas_flow.processes import http_get, log_tail, shared_memory, stop_group
 from dgaas_flow.spec import TritonSettings
 
 STOP_GRACE_S = 8.0
+BACKEND_SHM = "triton_python_backend_shm_region_"
 PORT_ATTEMPTS = 3
 POLL_S = 0.2
 
@@ -87,6 +88,7 @@ class Pilot:
         self._counters_before: dict[str, float] = {}  # Triton's counters from servers that ended
         self._counters_now: dict[str, float] = {}  # the last reading of the running server
         self._gpu_samples = (0, 0.0)  # how many readings, their sum
+        self._regions: set[str] = set()  # the Python backend's shared memory of the server now running
         self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
         self._use_ports(Ports(*free_ports(3, listen)))
 
@@ -259,6 +261,7 @@ class Pilot:
                     f"log {self.log_file}:\n{log_tail(self.log_file)}"
                 )
             if self.is_ready(timeout=2):
+                self._regions = shared_memory(self._proc.pid, BACKEND_SHM)  # a crash cannot tell them later
                 return
             time.sleep(POLL_S)
         if self._stop.is_set():
@@ -298,8 +301,10 @@ class Pilot:
             self._read_metrics()
         self._counters_before, self._counters_now = metrics.add(self._counters_before, self._counters_now), {}
         if proc is not None:
+            self._regions |= shared_memory(proc.pid, BACKEND_SHM)
             stop_group(proc, STOP_GRACE_S, kill=kill)
             self._reap_group(proc.pid)
+            self._remove_regions()
         if self.plan and self.plan.after and proc is not None:
             self._run_step(self.plan.after, check=False)
         self._proc = None
@@ -320,6 +325,15 @@ class Pilot:
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+
+    def _remove_regions(self) -> None:
+        """A server that stops unlinks its Python backend's shared memory (64 MB or more a model
+        instance); one that was killed or crashed leaves it in /dev/shm, which is memory, until the
+        node reboots. Its group is gone by now, so nothing still maps what is left."""
+        for path in self._regions:
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                os.unlink(path)
+        self._regions = set()
 
     def _run_step(self, argv: list[str], check: bool = True, timeout: float | None = None) -> None:
         with open(self.log_file, "ab") as log:

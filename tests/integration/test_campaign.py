@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import shutil
 import signal
@@ -15,7 +16,7 @@ import pytest
 
 from dgaas_flow.campaign import run_campaign
 from dgaas_flow.spec import load_workflow
-from tests.conftest import WORKFLOW, copy_workflow, run_cli
+from tests.conftest import WORKFLOW, copy_workflow, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +28,12 @@ def read_results(out: Path) -> list[dict]:
 def test_digits_campaign_end_to_end(tmp_path, digits_data):
     """The README's main job: every item once, accurate, served by the block's own pilot."""
     out = tmp_path / "run"
+    semaphores = set(glob.glob("/dev/shm/sem.mp-*"))
     result = run_cli("run", WORKFLOW, "--out", out, "--progress", "log")
     assert result.returncode == 0, result.stderr
+    # the block's worker pool leaves no multiprocessing semaphores in /dev/shm (memory, until a reboot)
+    wait_for(lambda: not set(glob.glob("/dev/shm/sem.mp-*")) - semaphores, timeout=15,
+             what="the block's semaphores to be unlinked")
     assert "1797/1797 items ok, 0 failed" in result.stdout and "accuracy:" in result.stdout
     assert "progress: 1797/1797 items" in result.stderr
 

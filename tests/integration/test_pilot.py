@@ -18,7 +18,8 @@ from PIL import Image
 
 from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot.endpoint import Endpoint
-from dgaas_flow.pilot.supervisor import Pilot
+from dgaas_flow.pilot.supervisor import BACKEND_SHM, Pilot
+from dgaas_flow.processes import shared_memory
 from dgaas_flow.spec import TritonSettings
 from dgaas_flow.tasks import InferRequest, infer_items
 from tests.conftest import DIGITS, run_cli, wait_for
@@ -84,10 +85,14 @@ def test_tasks_rank_classes_exactly_as_tritons_classification_extension(pilot: P
 
 def test_pilot_restarts_a_killed_server_on_the_same_endpoint(pilot: Pilot):
     first_pid, url = pilot.server_pid, pilot.endpoint.http_url
+    regions = shared_memory(first_pid, BACKEND_SHM)
+    assert regions, "the Python backend maps its shared memory in /dev/shm"
     os.kill(first_pid, signal.SIGKILL)
     wait_for(lambda: Endpoint.read(pilot.endpoint_file).restarts == 1
              and Endpoint.read(pilot.endpoint_file).state == "ready", what="a restarted server")
     assert pilot.server_pid != first_pid and gone(first_pid)
+    # a killed server cannot unlink its shared memory; the pilot does, or /dev/shm fills up
+    assert not [r for r in regions if os.path.exists(r)]
     out = infer_items(some_items(5), InferRequest(model="digits", server_url=url))
     assert all(r["ok"] for r in out["results"])
 
