@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paths", default=",".join(PATHS), help=f"paths to run, comma-separated ({', '.join(PATHS)})")
     p.add_argument("--full-max", type=int, default=100_000,
                    help="above this many items only the dgaas path runs (the driver-RSS check)")
-    p.add_argument("--chunk-size", type=int, help="override the workflow's chunk_size")
+    p.add_argument("--chunk-size", type=lambda s: s if s == "auto" else int(s),
+                   help="override the workflow's chunk_size (a number, or auto)")
     p.add_argument("--ceiling-protocols", default="http,grpc", type=lambda s: s.split(","))
     p.add_argument("--ceiling-batches", type=_ints, default=[64, 256, 0],
                    help="batch sizes the ceiling search tries (0: the model's max_batch_size)")

@@ -16,6 +16,7 @@ from typing import Any
 import parsl
 
 from dgaas_flow import inputs, metrics, records
+from dgaas_flow.chunking import chunk_sizes
 from dgaas_flow.config import make_config
 from dgaas_flow.errors import PilotError
 from dgaas_flow.inputs import Run
@@ -78,7 +79,8 @@ def run_campaign(
         runs = enumerate_runs(wf)
         total = sum(run.count for run in enumerate_runs(wf))  # headers only: rows files are not read
         total = total if limit is None else min(total, limit)
-    todo = inputs.chunk_runs(runs, wf.chunk_size, limit, results.done if len(results.done) else None)
+    sizes = chunk_sizes(wf, None if total is None else total - stats.resumed)
+    todo = inputs.chunk_runs(runs, sizes, limit, results.done if len(results.done) else None)
     request = InferRequest.from_workflow(wf)
     dfk = parsl.load(make_config(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries))
     bar = Progress(total, stats.resumed, mode=progress)

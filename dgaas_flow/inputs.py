@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, replace
-from itertools import islice, takewhile
+from itertools import islice, repeat, takewhile
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +108,14 @@ def enumerate_items(files: str, fmt: str, labels: str, limit: int | None = None)
     return islice((item for run in enumerate_runs(files, fmt, labels) for item in run.items()), limit)
 
 
-def chunk_runs(runs: Iterable[Run], size: int, limit: int | None = None,
+def chunk_runs(runs: Iterable[Run], sizes: int | Iterable[int], limit: int | None = None,
                done: Container[str] | None = None) -> Iterator[list[Run]]:
-    """Runs regrouped into chunks of `size` items, a run split across chunks where it must be:
-    the first `limit` items only, less those in `done` (a resumed campaign's; only then is each
-    item's id made in the driver)."""
+    """Runs regrouped into chunks of `sizes` items (one size for all, or each chunk's in turn), a run
+    split across chunks where it must be: the first `limit` items only, less those in `done` (a
+    resumed campaign's; only then is each item's id made in the driver)."""
+    each = iter(repeat(sizes) if isinstance(sizes, int) else sizes)
     chunk: list[Run] = []
-    room, left = size, math.inf if limit is None else limit
+    room, left = next(each), math.inf if limit is None else limit
     for run in runs:
         if left <= 0:
             break
@@ -129,7 +130,7 @@ def chunk_runs(runs: Iterable[Run], size: int, limit: int | None = None,
                 room -= take
                 if room == 0:
                     yield chunk
-                    chunk, room = [], size
+                    chunk, room = [], next(each)
     if chunk:
         yield chunk
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dgaas_flow.campaign import enumerate_runs, run_campaign
+from dgaas_flow.chunking import base_size
 from dgaas_flow.errors import UserError
 from dgaas_flow.inputs import Run
 from dgaas_flow.runfiles import SCALE, STEP, SUMMARY
@@ -40,15 +41,16 @@ def step_runs(wf: Workflow, step: ScaleStep) -> Iterator[Run]:
     later rounds get ids suffixed #1, #2... so each inferred item keeps one line in results. Runs
     come in pieces of at most a chunk, so that the time is checked between chunks."""
     deadline = time.monotonic() + step.hold_s if step.hold_s else None
+    size = base_size(wf)
     left = step.items if step.items is not None else math.inf
     for round_ in itertools.count():
         empty = True
         for run in enumerate_runs(wf):
-            for offset in range(0, run.count, wf.chunk_size):
+            for offset in range(0, run.count, size):
                 if left <= 0 or (deadline and time.monotonic() > deadline):
                     return
                 empty = False
-                piece = run.part(offset, int(min(wf.chunk_size, run.count - offset, left)))
+                piece = run.part(offset, int(min(size, run.count - offset, left)))
                 left -= piece.count
                 yield replace(piece, suffix=f"#{round_}") if round_ else piece
         if empty:

@@ -169,6 +169,11 @@ class ProviderBase(Strict):
         "debug writes a dozen lines a task, about 1.4 µs an item at chunks of 1,024: set it when debugging Parsl",
     )
 
+    @property
+    def max_workers(self) -> int:
+        """Workers of every block the provider may run at once."""
+        return self.workers_per_node * self.nodes_per_block * self.max_blocks
+
 
 class LocalProviderSpec(ProviderBase):
     kind: Literal["local"]
@@ -232,7 +237,10 @@ class Workflow(Strict):
     outputs: OutputSpec = Field(default_factory=OutputSpec)
     client: ClientSettings = Field(default_factory=ClientSettings)
     server: ServerSpec = Field(default_factory=ServerSpec)
-    chunk_size: int = Field(256, ge=1, description="items per Parsl task")
+    chunk_size: int | Literal["auto"] = Field(
+        "auto", description="items per Parsl task; auto: the model's max_batch_size for each worker's first "
+        "task, then 8 times that (see dgaas_flow.chunking)"
+    )
     max_in_flight: int | None = Field(
         None, ge=1, description="tasks submitted but not finished; default: 2 x all workers"
     )
@@ -240,6 +248,13 @@ class Workflow(Strict):
     scale_test: ScaleTest | None = Field(None, description="steps of `dgaas-flow scale-test`")
 
     _source: Path | None = PrivateAttr(None)
+
+    @field_validator("chunk_size", mode="before")
+    @classmethod
+    def _whole_or_auto(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("expected a number of items of at least 1, or auto")
 
     @property
     def source(self) -> Path | None:
@@ -251,8 +266,7 @@ class Workflow(Strict):
         return self.source.parent if self.source else Path.cwd()
 
     def in_flight_limit(self) -> int:
-        p = self.provider
-        return self.max_in_flight or 2 * p.workers_per_node * p.nodes_per_block * p.max_blocks
+        return self.max_in_flight or 2 * self.provider.max_workers
 
     def out_dir(self, override: str | Path | None = None) -> Path:
         return Path(override or self.outputs.dir or Path("runs") / self.name).resolve()

@@ -53,6 +53,8 @@ def test_provider_override_and_inline_provider(workdir):
         (GOOD.replace("protocol: http", "protocol: tcp"),
          r"workflow.yaml:\d+: client.protocol: Input should be 'http' or 'grpc' \(got 'tcp'\)"),
         (GOOD.replace("timeout_s: 30", "timeout_s: soon"), r"workflow.yaml:\d+: client.timeout_s: .*number"),
+        (GOOD.replace("chunk_size: 128", "chunk_size: 0"),
+         r"workflow.yaml:\d+: chunk_size: .*expected a number of items of at least 1, or auto \(got 0\)"),
         (GOOD.replace("name: digits\nprovider", "provider"), r"workflow.yaml(:\d+)?: name: required field is missing"),
         (GOOD.replace("  name: digits\n  repository", "  name: nosuch\n  repository"),
          r"workflow.yaml:\d+: model.name: no model 'nosuch' in .*model_repository \(it holds: digits\)"),
@@ -67,7 +69,7 @@ def test_provider_override_and_inline_provider(workdir):
         (GOOD + "model: [unclosed\n", r"workflow.yaml:\d+: not valid YAML"),
         ("- just\n- a list\n", r"workflow.yaml: expected a mapping of workflow fields"),
     ],
-    ids=["unknown-field", "bad-enum", "wrong-type", "missing-field", "missing-model", "empty-glob",
+    ids=["unknown-field", "bad-enum", "wrong-type", "bad-chunk-size", "missing-field", "missing-model", "empty-glob",
          "unknown-provider", "unknown-kind", "bad-walltime", "yaml-syntax", "not-a-mapping"],
 )
 def test_bad_workflow_message_names_file_line_and_field(workdir, text, expected):

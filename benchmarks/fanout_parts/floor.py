@@ -18,7 +18,7 @@ def empty_task() -> None:
     return None
 
 
-def run_floor(wf: Workflow, folder: Path, tasks: int) -> dict[str, Any]:
+def run_floor(wf: Workflow, folder: Path, tasks: int, chunk: int) -> dict[str, Any]:
     """Empty tasks/s after one warm-up task (the block started), at most the campaign's bound in flight."""
     from parsl import python_app
 
@@ -34,4 +34,4 @@ def run_floor(wf: Workflow, folder: Path, tasks: int) -> dict[str, Any]:
     finally:
         stop_parsl(dfk)
     return {"tasks": count[0], "seconds": round(wall, 3), "tasks_per_s": round(count[0] / wall, 1),
-            "items_per_s": round(count[0] / wall * wf.chunk_size, 1), "chunk_size": wf.chunk_size}
+            "items_per_s": round(count[0] / wall * chunk, 1), "chunk_size": chunk}

@@ -11,7 +11,7 @@ from dgaas_flow.spec import load_workflow
 from .campaign import run_dgaas
 from .ceiling import run_ceiling
 from .floor import run_floor
-from .models import ModelCase, bench_workflow, load_rows
+from .models import ModelCase, bench_workflow, load_rows, steady_chunk
 from .naive import run_naive
 from .progress import say
 from .run import Run
@@ -42,13 +42,13 @@ def run_one(case: ModelCase, n: int, workers: int, paths: set[str], args: argpar
             f"(steady {run.dgaas['steady_items_per_s']}), first result {run.dgaas['time_to_first_result_s']} s, "
             f"driver peak RSS {run.dgaas['driver_peak_rss_mb']} MB")
     if "naive" in paths:
-        run.naive = run_naive(case, wf, folder)
+        run.naive = run_naive(case, wf, folder, n)
         say(f"{case.name} {n} items, {workers} workers: naive {run.naive['items_per_s']:.0f} items/s "
             f"(load {run.naive['load_s_per_task']:.3f} s + infer {run.naive['infer_s_per_task']:.3f} s per task)")
     if "floor" in paths:
-        tasks = max(args.floor_tasks, -(-n // wf.chunk_size))
-        run.floor = run_floor(wf, folder, tasks)
+        chunk = steady_chunk(wf, n)
+        run.floor = run_floor(wf, folder, max(args.floor_tasks, -(-n // chunk)), chunk)
         say(f"{case.name} {workers} workers: Parsl floor {run.floor['tasks_per_s']:.0f} empty tasks/s "
-            f"(x chunk {wf.chunk_size} = {run.floor['items_per_s']:.0f} items/s)")
+            f"(x chunk {chunk} = {run.floor['items_per_s']:.0f} items/s)")
     run.seconds = round(time.perf_counter() - t0, 1)
     return run

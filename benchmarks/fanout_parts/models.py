@@ -15,6 +15,7 @@ from types import ModuleType
 import numpy as np
 import yaml
 
+from dgaas_flow.chunking import chunk_sizes
 from dgaas_flow.inputs import enumerate_items
 from dgaas_flow.spec import Workflow, load_workflow
 
@@ -101,11 +102,19 @@ def bench_workflow(case: ModelCase, items_dir: Path, workers: int, folder: Path,
     return path
 
 
-def chunks(wf: Workflow) -> Iterator[list]:
-    """The campaign's chunks: the same enumeration, the same chunk size."""
+def chunks(wf: Workflow, n: int) -> Iterator[list]:
+    """The campaign's chunks of its n items: the same enumeration, the same chunk sizes."""
     items = enumerate_items(wf.inputs.files, wf.inputs.format, wf.inputs.labels)
-    while chunk := list(islice(items, wf.chunk_size)):
+    for size in chunk_sizes(wf, n):
+        chunk = list(islice(items, size))
+        if not chunk:
+            return
         yield chunk
+
+
+def steady_chunk(wf: Workflow, n: int) -> int:
+    """The size of a campaign's chunks once every worker has had its first."""
+    return next(islice(chunk_sizes(wf, n), wf.provider.max_workers, None))
 
 
 def load_rows(items_dir: Path) -> np.ndarray:

@@ -66,7 +66,7 @@ def naive_chunk(items: list, kind: str, model_dir: str, top_k: int) -> dict:
     return {"results": results, "load_s": t1 - t0, "infer_s": t2 - t1}
 
 
-def run_naive(case: ModelCase, wf: Workflow, folder: Path) -> dict[str, Any]:
+def run_naive(case: ModelCase, wf: Workflow, folder: Path, n: int) -> dict[str, Any]:
     """items/s from parsl.load to the executor's cleanup, the driver writing every result as a JSON line."""
     from parsl import python_app
 
@@ -89,7 +89,7 @@ def run_naive(case: ModelCase, wf: Workflow, folder: Path) -> dict[str, Any]:
                     stats["first"] = time.perf_counter() - t0
 
             bounded(lambda c: app([i.task_item() for i in c], case.name, model_dir, wf.outputs.top_k),
-                    chunks(wf), wf.in_flight_limit(), done)
+                    chunks(wf, n), wf.in_flight_limit(), done)
     finally:
         stop_parsl(dfk)
     wall = time.perf_counter() - t0

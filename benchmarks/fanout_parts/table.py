@@ -48,8 +48,9 @@ COLUMNS = (
 
 def _cell(value: Any, spec: str, width: int = 0, align: str = ">") -> str:
     """`value` formatted, padded to `width` when one is given; "-" where the path did not run."""
-    if value is None:
-        return format("-", f">{width}") if width else "-"
+    if value is None or isinstance(value, str):  # a path that did not run; a chunk size of "auto"
+        text = "-" if value is None else value
+        return format(text, f">{width}") if width else text
     return format(value, f"{align}{width}{spec}" if width else spec)
 
 
