@@ -74,12 +74,12 @@ def _label(label: str | None, prediction: str | None) -> str:
     return f',"label":{json_string(label)},"correct":{"true" if prediction == label else "false"}'
 
 
-def error_line(item_id: str, message: str, pilot: str | None, label: str | None) -> str:
+def _error_line(item_id: str, message: str, pilot: str | None, label: str | None) -> str:
     return json.dumps({"id": item_id, "ok": False, "error": message, "pilot": pilot},
                       separators=(",", ":"))[:-1] + _label(label, None) + "}\n"
 
 
-def reason(message: str) -> str:
+def _reason(message: str) -> str:
     """What summary.json groups failures by: the message's lead, before its first colon."""
     return message.split(":", 1)[0]
 
@@ -112,9 +112,9 @@ class ChunkRecords:
 
     def fail(self, positions: Sequence[int], message: str, pilot: str | None) -> None:
         for p in positions:
-            self.lines[p] = error_line(self.ids[p], message, pilot, self.labels[p])
+            self.lines[p] = _error_line(self.ids[p], message, pilot, self.labels[p])
         self.failed += len(positions)
-        self.reasons[reason(message)] += len(positions)
+        self.reasons[_reason(message)] += len(positions)
 
     def outcome(self, latencies_ms: list[float]) -> dict[str, Any]:
         """The chunk as the campaign appends it: its text, counts and the requests' latencies."""
