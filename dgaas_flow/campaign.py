@@ -91,6 +91,8 @@ def run_campaign(
         _fan_out(todo, wf, request, results, stats, _Display(bar, timeline, watch), stop or threading.Event())
         complete = True
     finally:
+        watch.read()  # the last display says how the pilots are now, not up to a second ago
+        bar.refresh(watch.up, watch.ready)
         timeline.tick(watch.up, watch.ready, force=True)
         bar.close()
         results.close()
@@ -114,13 +116,18 @@ class PilotWatch:
         self.up = self.ready = 0
         self._last = float("-inf")
 
+    def read(self) -> list[Endpoint]:
+        """This run's pilots as their endpoint files say now."""
+        self._last = time.monotonic()
+        endpoints = pilots_since(self.registry, self.since)
+        self.ready = sum(1 for e in endpoints if e.state == "ready")
+        self.up = sum(1 for e in endpoints if e.state in ("starting", "ready", "restarting"))
+        return endpoints
+
     def counts(self) -> tuple[int, int]:
         """(pilots up: starting, ready or restarting; pilots ready)."""
         if time.monotonic() - self._last >= self.every_s:
-            self._last = time.monotonic()
-            endpoints = pilots_since(self.registry, self.since)
-            self.ready = sum(1 for e in endpoints if e.state == "ready")
-            self.up = sum(1 for e in endpoints if e.state in ("starting", "ready", "restarting"))
+            endpoints = self.read()
             if endpoints and all(e.state == "failed" for e in endpoints):
                 raise PilotError(
                     f"every pilot failed ({len(endpoints)}), so no item can be served; the last one said:\n"

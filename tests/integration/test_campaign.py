@@ -36,6 +36,7 @@ def test_digits_campaign_end_to_end(tmp_path, digits_data):
              what="the block's semaphores to be unlinked")
     assert "1797/1797 items ok, 0 failed" in result.stdout and "accuracy:" in result.stdout
     assert "progress: 1797/1797 items" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("0 failed, pilots 1/1 ready")  # the last line is now
 
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["items_total"], summary["items_ok"], summary["items_failed"]) == (1797, 1797, 0)
