@@ -12,6 +12,7 @@ All three share one set of server flags.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -147,11 +148,12 @@ def binary_installation(configured: str | None) -> tuple[Path, Path | None, dict
 
 
 def _pytriton_root() -> Path | None:
-    try:
-        import pytriton
-    except ImportError:
+    """Where the nvidia-pytriton wheel keeps its server, found without importing the package
+    (0.6 s, before every pilot's server could start)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
         return None
-    root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    root = Path(spec.origin).resolve().parent / "tritonserver"
     return root if (root / "bin" / "tritonserver").is_file() else None
 
 
