@@ -37,14 +37,22 @@ def base_size(wf: Workflow) -> int:
     return max_batch_size(wf.model.repository, wf.model.name) or UNKNOWN_BATCH
 
 
-def chunk_sizes(wf: Workflow, items: int | None) -> Iterator[int]:
-    """The sizes of a campaign's chunks, in order, for about `items` items still to do. Under
-    `auto`: one request's worth for each worker's first chunk (the first results come as soon as
-    they can), then GROWTH requests' worth, but no more than gives every worker two chunks (the
-    last ones end together)."""
+def steady_size(wf: Workflow, items: int | None) -> int:
+    """The size of the chunks after each worker's first, for about `items` items still to do: under
+    `auto`, GROWTH requests' worth, but no more than gives every worker two chunks (the last ones
+    end together)."""
     base = base_size(wf)
     if wf.chunk_size != "auto":
-        return itertools.repeat(base)
-    workers = wf.provider.max_workers
-    grown = base * GROWTH if items is None else max(base, min(base * GROWTH, math.ceil(items / (2 * workers))))
-    return itertools.chain(itertools.repeat(base, workers), itertools.repeat(grown))
+        return base
+    if items is None:
+        return base * GROWTH
+    return max(base, min(base * GROWTH, math.ceil(items / (2 * wf.provider.max_workers))))
+
+
+def chunk_sizes(wf: Workflow, items: int | None) -> Iterator[int]:
+    """The sizes of a campaign's chunks, in order. Under `auto`, one request's worth for each
+    worker's first chunk (the first results come as soon as they can), then `steady_size`."""
+    steady = itertools.repeat(steady_size(wf, items))
+    if wf.chunk_size != "auto":
+        return steady
+    return itertools.chain(itertools.repeat(base_size(wf), wf.provider.max_workers), steady)

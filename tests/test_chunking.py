@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dgaas_flow import inputs
-from dgaas_flow.chunking import UNKNOWN_BATCH, base_size, chunk_sizes, max_batch_size
+from dgaas_flow.chunking import UNKNOWN_BATCH, base_size, chunk_sizes, max_batch_size, steady_size
 from dgaas_flow.spec import Workflow
 from tests.conftest import DIGITS
 
@@ -39,6 +39,7 @@ def test_auto_gives_each_worker_one_request_first_then_eight():
     assert first(chunk_sizes(wf, 40_000), 6) == [1024] * 4 + [5000] * 2  # 40,000 / (2 x 4 workers)
     assert first(chunk_sizes(wf, 1797), 6) == [1024] * 6  # never below one request
     assert first(chunk_sizes(wf, None), 5) == [1024] * 4 + [8192]
+    assert steady_size(wf, 40_000) == 5000 and steady_size(workflow(wf.model.repository, 300), 40_000) == 300
 
 
 def test_auto_without_a_readable_batch_size(tmp_path):

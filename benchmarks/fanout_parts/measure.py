@@ -6,12 +6,13 @@ import argparse
 import os
 import time
 
+from dgaas_flow.chunking import steady_size
 from dgaas_flow.spec import load_workflow
 
 from .campaign import run_dgaas
 from .ceiling import run_ceiling
 from .floor import run_floor
-from .models import ModelCase, bench_workflow, load_rows, steady_chunk
+from .models import ModelCase, bench_workflow, load_rows
 from .naive import run_naive
 from .progress import say
 from .run import Run
@@ -46,7 +47,7 @@ def run_one(case: ModelCase, n: int, workers: int, paths: set[str], args: argpar
         say(f"{case.name} {n} items, {workers} workers: naive {run.naive['items_per_s']:.0f} items/s "
             f"(load {run.naive['load_s_per_task']:.3f} s + infer {run.naive['infer_s_per_task']:.3f} s per task)")
     if "floor" in paths:
-        chunk = steady_chunk(wf, n)
+        chunk = steady_size(wf, n)
         run.floor = run_floor(wf, folder, max(args.floor_tasks, -(-n // chunk)), chunk)
         say(f"{case.name} {workers} workers: Parsl floor {run.floor['tasks_per_s']:.0f} empty tasks/s "
             f"(x chunk {chunk} = {run.floor['items_per_s']:.0f} items/s)")

@@ -112,11 +112,6 @@ def chunks(wf: Workflow, n: int) -> Iterator[list]:
         yield chunk
 
 
-def steady_chunk(wf: Workflow, n: int) -> int:
-    """The size of a campaign's chunks once every worker has had its first."""
-    return next(islice(chunk_sizes(wf, n), wf.provider.max_workers, None))
-
-
 def load_rows(items_dir: Path) -> np.ndarray:
     """All the prepared items in memory, for the ceiling's clients (no reading on the clock)."""
     return np.concatenate([np.load(p) for p in sorted(items_dir.glob("*.npy"))])
