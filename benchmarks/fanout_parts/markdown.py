@@ -17,8 +17,8 @@ def write_markdown(runs: list[Run], info: dict, path: Path, plots: list[Path]) -
              f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, {m['os']}, Python {m['python']}; "
              f"load average at start {m['loadavg_start']}", "",
              "items/s of each path (see benchmarks/README.md); `steady` is dgaas-flow between 10% and 90% of its "
-             "items (timeline.jsonl); `floor` is empty Parsl tasks/s x chunk size; `1st s` is the campaign's "
-             "time to its first result; RSS is the campaign driver's peak resident memory.", "",
+             "items (results.jsonl, sampled every 50 ms); `floor` is empty Parsl tasks/s x chunk size; `1st s` is "
+             "the campaign's time to its first result; RSS is the campaign driver's peak resident memory.", "",
              *markdown_table(runs)]
     lines += ["", "## Details", ""]
     for r in runs:
