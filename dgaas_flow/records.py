@@ -27,8 +27,8 @@ def _numbers(values: np.ndarray) -> list[str]:
     """JSON numbers at the classification extension's precision (NaN and Infinity as json.dumps
     writes them, which Python's json reads back)."""
     rounded = np.round(values.astype(np.float64), SCORE_DECIMALS).tolist()
-    if np.isfinite(values).all():
-        return list(map(float.__repr__, rounded))
+    if np.isfinite(values).all():  # a list's repr is its floats' reprs, made in C in one call
+        return repr(rounded)[1:-1].split(", ") if rounded else []
     return [json.dumps(v) for v in rounded]
 
 
@@ -60,6 +60,9 @@ def _success_lines(
             pairs = [[f"[{names[k]},{s}]" for k, s in zip(ks, _numbers(vs), strict=True)]
                      for ks, vs in zip(index.tolist(), value, strict=True)]
             heads = [f'{h},"top":[{",".join(p)}]' for h, p in zip(heads, pairs, strict=True)]
+    if all(label is None for label in labels):
+        end = tail + "}\n"
+        return [h + end for h in heads], predictions
     lines = [h + tail + _label(label, prediction) + "}\n"
              for h, label, prediction in zip(heads, labels, predictions, strict=True)]
     return lines, predictions
@@ -84,6 +87,17 @@ def _reason(message: str) -> str:
     return message.split(":", 1)[0]
 
 
+def _span(positions: Sequence[int]) -> slice | None:
+    """The slice that the positions are, when they run up one by one (a request whose items were
+    all read, the usual case): its lines then go in by slice, not one by one."""
+    if not positions:
+        return None
+    whole = range(positions[0], positions[-1] + 1)
+    if len(whole) == len(positions) and (isinstance(positions, range) or positions == list(whole)):
+        return slice(whole.start, whole.stop)
+    return None
+
+
 class ChunkRecords:
     """A chunk's lines, in item order, and what summary.json counts of them: counted here as the
     lines are made, so that the end of a campaign does not read its results.jsonl back (4 s for a
@@ -91,6 +105,7 @@ class ChunkRecords:
 
     def __init__(self, ids: list[str], labels: list[str | None]):
         self.ids, self.labels = ids, labels
+        self.labelled_items = any(label is not None for label in labels)
         self.lines = [""] * len(ids)
         self.failed = self.labelled = self.correct = 0
         self.pilots: Counter[str] = Counter()
@@ -99,12 +114,18 @@ class ChunkRecords:
     def succeed(self, positions: Sequence[int], out: np.ndarray, top_k: int, class_names: list[str],
                 pilot: str | None, block: str | None, latency_ms: float) -> None:
         """The items at `positions` got the rows of `out`, from one request."""
-        labels = [self.labels[p] for p in positions]
-        lines, predictions = _success_lines([self.ids[p] for p in positions], labels, out, top_k, class_names,
-                                            pilot, block, latency_ms)
-        for p, line in zip(positions, lines, strict=True):
-            self.lines[p] = line
+        span = _span(positions)
+        ids = self.ids[span] if span else [self.ids[p] for p in positions]
+        labels = self.labels[span] if span else [self.labels[p] for p in positions]
+        lines, predictions = _success_lines(ids, labels, out, top_k, class_names, pilot, block, latency_ms)
+        if span:
+            self.lines[span] = lines
+        else:
+            for p, line in zip(positions, lines, strict=True):
+                self.lines[p] = line
         self.pilots[pilot or "?"] += len(positions)
+        if not self.labelled_items:
+            return
         checked = [label == prediction for label, prediction in zip(labels, predictions, strict=True)
                    if label is not None and prediction is not None]
         self.labelled += len(checked)

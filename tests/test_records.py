@@ -80,3 +80,12 @@ def test_a_chunk_keeps_item_order_and_counts_what_the_summary_reports():
     assert outcome == {"jsonl": "".join(chunk.lines), "items": 4, "failed": 2, "latencies_ms": [1.5],
                        "pilots": {"http://h:1": 2}, "reasons": {"cannot read": 1, "timeout": 1},
                        "labelled": 2, "correct": 0}
+
+
+def test_each_row_goes_to_its_own_position_in_any_order():
+    chunk = records.ChunkRecords(["a", "b", "c", "d", "e", "f"], [None] * 6)
+    out = np.eye(4, dtype=np.float32)  # row k predicts class k
+    chunk.succeed([2, 4, 3, 5], out, 1, ["0", "1", "2", "3"], None, None, 1.0)
+    chunk.succeed(range(2), out[:2], 1, ["0", "1", "2", "3"], None, None, 1.0)
+    got = {rec["id"]: rec["prediction"] for rec in _parsed(chunk.lines)}
+    assert got == {"a": "0", "b": "1", "c": "0", "e": "1", "d": "2", "f": "3"}
