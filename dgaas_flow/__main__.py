@@ -1,5 +1,3 @@
-import sys
+from dgaas_flow.optimized import cli
 
-from dgaas_flow.cli import main
-
-sys.exit(main())
+cli()

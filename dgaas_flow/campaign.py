@@ -17,7 +17,7 @@ import parsl
 
 from dgaas_flow import inputs, metrics, records
 from dgaas_flow.chunking import chunk_sizes
-from dgaas_flow.config import make_config
+from dgaas_flow.config import load as load_parsl
 from dgaas_flow.errors import PilotError
 from dgaas_flow.inputs import Run
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
@@ -82,7 +82,7 @@ def run_campaign(
     sizes = chunk_sizes(wf, None if total is None else total - stats.resumed)
     todo = inputs.chunk_runs(runs, sizes, limit, results.done if len(results.done) else None)
     request = InferRequest.from_workflow(wf)
-    dfk = parsl.load(make_config(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries))
+    dfk = load_parsl(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries)
     bar = Progress(total, stats.resumed, mode=progress)
     timeline = Timeline(out_dir / TIMELINE, stats)
     watch = PilotWatch(registry, since=stats.started_at)

@@ -11,7 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import parsl
 from parsl.config import Config
+from parsl.dataflow.dflow import DataFlowKernel
 from parsl.executors import HighThroughputExecutor
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.jobs.error_handlers import windowed_error_handler
@@ -20,6 +22,7 @@ from parsl.logconfigs.file import FileLogging
 from parsl.providers import CondorProvider, LocalProvider, SlurmProvider
 from parsl.providers.base import ExecutionProvider
 
+from dgaas_flow import optimized
 from dgaas_flow.errors import UserError
 from dgaas_flow.spec import (
     CondorProviderSpec,
@@ -37,13 +40,9 @@ def python_on_nodes(spec: ProviderBase) -> str:
 
 
 def parsl_process(python: str, module: str) -> list[str]:
-    """Run one of Parsl's HTEX processes (`interchange`, `process_worker_pool`) under `python -O`.
-    Parsl decorates its functions with typeguard's `@typechecked`, which recompiles each of them at
-    import unless Python runs optimized: the import falls from about 0.8 s to 0.45 here. Four
-    processes import Parsl one after another before a campaign's first result (the interchange, the
-    worker pool, its multiprocessing manager and the workers it spawns, which inherit -O), and their
-    type checks guard Parsl's API, which only the driver calls. The driver keeps them."""
-    return [python, "-O", "-m", f"parsl.executors.high_throughput.{module}"]
+    """One of Parsl's HTEX processes (`interchange`, `process_worker_pool`), run under `python -O`
+    where that pays (see dgaas_flow.optimized: Parsl's imports take half the time)."""
+    return optimized.command(python, f"parsl.executors.high_throughput.{module}")
 
 
 def worker_pool_cmd(spec: ProviderBase) -> str:
@@ -56,7 +55,7 @@ def pilot_launch_cmd(spec: ProviderBase, pilot_config: Path | None) -> str:
     """The worker pool command, wrapped by the pilot when this provider starts pilots."""
     if pilot_config is None:
         return worker_pool_cmd(spec)
-    wrap = [python_on_nodes(spec), "-m", "dgaas_flow", "pilot", "wrap", "--config", str(pilot_config),
+    wrap = [*optimized.command(python_on_nodes(spec), "dgaas_flow"), "pilot", "wrap", "--config", str(pilot_config),
             "--start-with-server"]
     # {{block_id}} survives the executor's first str.format and is filled per block.
     return shlex.join(wrap) + " --block {{block_id}} -- " + worker_pool_cmd(spec)
@@ -189,7 +188,7 @@ def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, re
     )
     return Config(
         executors=[executor], run_dir=str(run_dir), retries=retries,
-        strategy_period=spec.strategy_period_s, usage_tracking=0,
+        strategy_period=FIRST_POLL_S, usage_tracking=0,  # see load()
         initialize_logging=FileLogging(level=logging.getLevelName(spec.parsl_log.upper())),
     )
 
@@ -233,3 +232,17 @@ def render_batch_script(spec: ProviderBase, pilot_config: Path | None, run_dir: 
         files = sorted(Path(script_dir).iterdir(), key=lambda p: p.suffix != ".submit")
         parts = [f.read_text() if len(files) == 1 else f"# ---- {f.name}\n{f.read_text()}" for f in files]
         return "\n".join(parts).replace(script_dir, str(run_dir / "submit_scripts"))
+
+
+FIRST_POLL_S = 0.02
+
+
+def load(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, retries: int) -> DataFlowKernel:
+    """parsl.load of make_config, whose first blocks are submitted as soon as the executor is up.
+    Parsl submits init_blocks at its strategy's first poll after the executor has started, which
+    comes up to a strategy period later (half a second on the local profile, a second by default,
+    on the path to the first result); so the DataFlowKernel polls every FIRST_POLL_S while its
+    interchange starts, and at the profile's period from its next poll on, which submits them."""
+    dfk = parsl.load(make_config(spec, run_dir, pilot_config, retries))
+    dfk.job_status_poller.interval = spec.strategy_period_s
+    return dfk

@@ -10,9 +10,10 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; th
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,examples]"
-# Parsl's interchange and worker pools run under `python -O` (README, Speed). Write the optimized
-# bytecode of what they import now: with PYTHONDONTWRITEBYTECODE set, they would compile it at every start.
+# dgaas-flow and Parsl's interchange and worker pools run under `python -O` where its bytecode is cached
+# (README, Speed; dgaas_flow/optimized.py). Write it now for what they import: with PYTHONDONTWRITEBYTECODE
+# set, Python would not write it, and they would run unoptimized.
 htex=parsl.executors.high_throughput
-env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -O -c \
-  "import $htex.interchange, $htex.process_worker_pool, dgaas_flow.tasks, tritonclient.http"
+env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -O -c "import dgaas_flow.cli, dgaas_flow.campaign, \
+  dgaas_flow.gateway.cli, $htex.interchange, $htex.process_worker_pool, dgaas_flow.tasks, tritonclient.http"
 echo "setup: .venv ready ($(.venv/bin/python -V), $(.venv/bin/dgaas-flow --help >/dev/null && echo dgaas-flow ok))"

@@ -12,16 +12,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.config import make_config
+from dgaas_flow.config import load
 from dgaas_flow.spec import Workflow
 
 
 def load_parsl(wf: Workflow, run_dir: Path) -> Any:
     """parsl.load with the campaign's configuration; the workers find this interpreter first on PATH."""
-    import parsl
-
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return parsl.load(make_config(wf.provider, run_dir, None, 0))
+    return load(wf.provider, run_dir, None, 0)
 
 
 def stop_parsl(dfk: Any) -> None:
