@@ -59,7 +59,7 @@ def run_dgaas(workflow: Path, folder: Path, total: int) -> dict[str, Any]:
     results = out / "results.jsonl"
     peak_kb, first_result = 0, None
     lines, offset, at_first, cpu_first, cpu_last = 0, 0, 0, None, None
-    written: list[tuple[float, int]] = [(0.0, 0)]  # (seconds, result lines), at each poll that saw new ones
+    written: list[tuple[float, int]] = []  # (seconds, result lines) at each poll until the last line
     with open(folder / "dgaas.stdout", "wb") as so, open(folder / "dgaas.stderr", "wb") as se:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, cwd=ROOT)
@@ -74,11 +74,12 @@ def run_dgaas(workflow: Path, folder: Path, total: int) -> dict[str, Any]:
                         new = f.read()
                     offset += len(new)
                     lines += new.count(b"\n")
-                    written.append((time.perf_counter() - t0, lines))
                     if first_result is None:
                         first_result, at_first, cpu_first = time.perf_counter() - t0, lines, cpu.snapshot()
                     elif lines >= total:
                         cpu_last = cpu.snapshot()
+                if cpu_last is None or written[-1][1] < lines:
+                    written.append((time.perf_counter() - t0, lines))
                 if time.perf_counter() >= next_sample:
                     cpu.sample()
                     next_sample = time.perf_counter() + 0.5
