@@ -18,7 +18,9 @@ from dgaas_flow.pilot.supervisor import BACKEND_SHM
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "workflows" / "digits"
 WORKFLOW = DIGITS / "workflow.yaml"
-STRAY_NAMES = ("tritonserver", "triton_python_backend_stub", "process_worker_pool", "high_throughput.interchange")
+# Parsl's interchange renames itself (setproctitle) once started: both of its names count
+STRAY_NAMES = ("tritonserver", "triton_python_backend_stub", "process_worker_pool", "high_throughput.interchange",
+               "HTEX interchange")
 
 
 def processes_mentioning(*needles: str) -> list[str]:

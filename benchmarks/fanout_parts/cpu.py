@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 # (what a process's command line holds, the role it is counted under), first match wins
+# the interchange renames itself (setproctitle) once started: both names are its
 ROLES = (("triton_python_backend_stub", "model"), ("tritonserver", "server"),
-         ("high_throughput.interchange", "interchange"), ("pilot wrap", "pilot"), ("process_worker_pool", "workers"))
+         ("high_throughput.interchange", "interchange"), ("HTEX interchange", "interchange"), ("pilot wrap", "pilot"),
+         ("process_worker_pool", "workers"))
 
 
 class CpuTracker:
