@@ -39,10 +39,11 @@ def _ranked(out: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _success_lines(
-    ids: Sequence[str], labels: Sequence[str | None], out: np.ndarray, top_k: int, class_names: list[str],
+    ids: Sequence[str], labels: Sequence[str | None] | None, out: np.ndarray, top_k: int, class_names: list[str],
     pilot: str | None, block: str | None, latency_ms: float,
 ) -> tuple[list[str], list[str | None]]:
-    """One line per item of a request's output (batch first), and each item's prediction."""
+    """One line per item of a request's output (batch first), and each item's prediction; labels
+    None: none of the items has one."""
     flat = out.reshape(len(ids), -1)
     tail = f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},"latency_ms":{round(latency_ms, 3)!r}'
     if top_k == 0:
@@ -60,7 +61,7 @@ def _success_lines(
             pairs = [[f"[{names[k]},{s}]" for k, s in zip(ks, _numbers(vs), strict=True)]
                      for ks, vs in zip(index.tolist(), value, strict=True)]
             heads = [f'{h},"top":[{",".join(p)}]' for h, p in zip(heads, pairs, strict=True)]
-    if all(label is None for label in labels):
+    if labels is None:
         end = tail + "}\n"
         return [h + end for h in heads], predictions
     lines = [h + tail + _label(label, prediction) + "}\n"
@@ -116,7 +117,9 @@ class ChunkRecords:
         """The items at `positions` got the rows of `out`, from one request."""
         span = _span(positions)
         ids = self.ids[span] if span else [self.ids[p] for p in positions]
-        labels = self.labels[span] if span else [self.labels[p] for p in positions]
+        labels = None
+        if self.labelled_items:
+            labels = self.labels[span] if span else [self.labels[p] for p in positions]
         lines, predictions = _success_lines(ids, labels, out, top_k, class_names, pilot, block, latency_ms)
         if span:
             self.lines[span] = lines
@@ -124,7 +127,7 @@ class ChunkRecords:
             for p, line in zip(positions, lines, strict=True):
                 self.lines[p] = line
         self.pilots[pilot or "?"] += len(positions)
-        if not self.labelled_items:
+        if labels is None:
             return
         checked = [label == prediction for label, prediction in zip(labels, predictions, strict=True)
                    if label is not None and prediction is not None]
