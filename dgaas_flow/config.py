@@ -33,6 +33,7 @@ from dgaas_flow.spec import (
 )
 
 EXECUTOR_LABEL = "dgaas"
+FIRST_POLL_S = 0.02  # Parsl's strategy period until the executor is up (see load)
 
 
 def python_on_nodes(spec: ProviderBase) -> str:
@@ -232,9 +233,6 @@ def render_batch_script(spec: ProviderBase, pilot_config: Path | None, run_dir: 
         files = sorted(Path(script_dir).iterdir(), key=lambda p: p.suffix != ".submit")
         parts = [f.read_text() if len(files) == 1 else f"# ---- {f.name}\n{f.read_text()}" for f in files]
         return "\n".join(parts).replace(script_dir, str(run_dir / "submit_scripts"))
-
-
-FIRST_POLL_S = 0.02
 
 
 def load(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, retries: int) -> DataFlowKernel:
