@@ -4,8 +4,6 @@ Triton (naive, floor): the same block, workers and bound on tasks in flight as a
 from __future__ import annotations
 
 import builtins
-import os
-import sys
 import types
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -17,8 +15,7 @@ from dgaas_flow.spec import Workflow
 
 
 def load_parsl(wf: Workflow, run_dir: Path) -> Any:
-    """parsl.load with the campaign's configuration; the workers find this interpreter first on PATH."""
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    """parsl.load with the campaign's configuration (its worker pools start by this interpreter's path)."""
     return load(wf.provider, run_dir, None, 0)
 
 
