@@ -56,7 +56,7 @@ def pilot_launch_cmd(spec: ProviderBase, pilot_config: Path | None) -> str:
     """The worker pool command, wrapped by the pilot when this provider starts pilots."""
     if pilot_config is None:
         return worker_pool_cmd(spec)
-    wrap = [*optimized.command(python_on_nodes(spec), "dgaas_flow"), "pilot", "wrap", "--config", str(pilot_config),
+    wrap = [python_on_nodes(spec), "-m", "dgaas_flow", "pilot", "wrap", "--config", str(pilot_config),
             "--start-with-server"]
     # {{block_id}} survives the executor's first str.format and is filled per block.
     return shlex.join(wrap) + " --block {{block_id}} -- " + worker_pool_cmd(spec)

@@ -58,17 +58,29 @@ class Exec(Exception):
     pass
 
 
-def test_the_command_starts_again_optimized_with_the_same_arguments(monkeypatch):
+@pytest.fixture
+def execs(monkeypatch):
+    """os.execv raises Exec(path, argv) instead, where the bytecode is cached."""
     def execv(path: str, argv: list[str]):
         raise Exec(path, argv)
 
     monkeypatch.setattr(optimized.os, "execv", execv)
     monkeypatch.setattr(optimized, "pays", lambda: True)
+
+
+def test_the_command_starts_again_optimized_with_the_same_arguments(execs, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/venv/bin/dgaas-flow", "run", "w.yaml", "--limit", "5"])
     with pytest.raises(Exec) as started:
         optimized.cli()
     assert started.value.args == (sys.executable, [sys.executable, "-O", "-m", "dgaas_flow", "run", "w.yaml",
                                                    "--limit", "5"])
+
+
+def test_a_command_that_imports_no_parsl_runs_as_started(execs, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/dgaas-flow", "schema", "workflow"])
+    with pytest.raises(SystemExit) as ended:
+        optimized.cli()
+    assert ended.value.code == 0 and '"title": "Workflow"' in capsys.readouterr().out
 
 
 def test_the_restarted_command_keeps_its_name_and_exit_status(tmp_path: Path):

@@ -18,7 +18,7 @@ def test_render_wilson_cluster_has_partition_gpus_and_pilot_wrapper(tmp_path, di
         assert line in script, line
     assert "--exclusive" not in script  # nodes are shared unless the profile says otherwise
     o = " -O" if optimized.pays() else ""  # see test_optimized
-    assert (f"{sys.executable}{o} -m dgaas_flow pilot wrap --config {tmp_path}/run/pilot.json --start-with-server "
+    assert (f"{sys.executable} -m dgaas_flow pilot wrap --config {tmp_path}/run/pilot.json --start-with-server "
             "--block 0 -- "
             f"{sys.executable}{o} -m parsl.executors.high_throughput.process_worker_pool  --max_workers_per_node=8 "
             "-a <addresses>") in script
