@@ -26,7 +26,10 @@ def write_markdown(runs: list[Run], info: dict, path: Path, plots: list[Path]) -
         if r.ceiling:
             c = r.ceiling
             bits.append(f"ceiling {c['protocol']}, batch {c['batch']}, {c['procs']} client processes "
-                        f"({c['errors']} errors);")
+                        f"({c['errors']} errors)"
+                        + (f", again after the other paths {c['after_items_per_s']:.0f} items/s "
+                           f"(x{c['after_items_per_s'] / c['items_per_s']:.2f})" if c.get("after_items_per_s") else "")
+                        + ";")
         if r.dgaas:
             d = r.dgaas
             lat = d["latency_ms"] or {}

@@ -51,6 +51,8 @@ class Run:
         }
         if self.ceiling:
             out["ceiling"] = {k: self.ceiling[k] for k in ("protocol", "batch", "procs", "errors")}
+            after = self.ceiling.get("after_items_per_s")
+            out["ceiling"]["after_items_per_s"], out["ceiling"]["drift"] = after, _ratio(after, c)
         if self.dgaas:
             out["dgaas"] = {k: self.dgaas[k] for k in ("campaign_wall_s", "command_wall_s", "failed", "requests",
                                                         "latency_ms", "triton", "cpu_us_per_item",
