@@ -141,7 +141,9 @@ class ChunkRecords:
         self.reasons[_reason(message)] += len(positions)
 
     def outcome(self, latencies_ms: list[float]) -> dict[str, Any]:
-        """The chunk as the campaign appends it: its text, counts and the requests' latencies."""
-        return {"jsonl": "".join(self.lines), "items": len(self.lines), "failed": self.failed,
+        """The chunk as the campaign appends it: its lines as bytes (Parsl's serializer, dill, moves a
+        megabyte of bytes in a third of the time it takes for a str), counts and the requests'
+        latencies."""
+        return {"jsonl": "".join(self.lines).encode(), "items": len(self.lines), "failed": self.failed,
                 "latencies_ms": latencies_ms, "pilots": dict(self.pilots), "reasons": dict(self.reasons),
                 "labelled": self.labelled, "correct": self.correct}

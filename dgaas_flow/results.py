@@ -80,7 +80,7 @@ class ResultsFile:
         self.path = path
         self.tally = Tally()
         self.done = self._compact() if path.exists() else DoneIds(np.empty(0, DIGEST))
-        self._file = open(path, "a")  # noqa: SIM115 - held open for the campaign's lifetime
+        self._file = open(path, "ab")  # noqa: SIM115 - held open for the campaign's lifetime
 
     def _successes(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(line, record) of every complete line that records a success, in file order."""
@@ -114,7 +114,7 @@ class ResultsFile:
         return done
 
     def append(self, outcome: dict[str, Any]) -> None:
-        """A chunk's lines (each ending in a newline) and their counts."""
+        """A chunk's lines (bytes, each line ending in a newline) and their counts."""
         self._file.write(outcome["jsonl"])
         self._file.flush()
         self.tally.add_chunk(outcome)

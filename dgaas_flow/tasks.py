@@ -198,7 +198,7 @@ def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
     per request}. For your own scripts; a campaign appends `infer_lines`'s text as it is."""
     blocks = ((ids, path, data, None) for ids, path, data in ItemReader(req.format).blocks(items))
     out = infer_lines(blocks, req)
-    return {"results": [json.loads(line) for line in out["jsonl"].split("\n")[:-1]],
+    return {"results": [json.loads(line) for line in out["jsonl"].splitlines()],
             "latencies_ms": out["latencies_ms"]}
 
 
@@ -211,10 +211,11 @@ def encode_chunk(runs: list[Run]) -> str:
 
 
 def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
-    """The campaign's app: a chunk's runs in and its records out as JSON text, ready to append to
+    """The campaign's app: a chunk's runs in and its records out as JSON lines, ready to append to
     results.jsonl. Parsl's serializer (dill, a pure-Python pickler) costs about 30 µs per Python
-    object it moves, more than a small model's inference; one string each way costs almost
-    nothing, and the records are encoded on the workers, in parallel, not in the driver."""
+    object it moves, more than a small model's inference; one string in and one bytes object out
+    cost little (see records.ChunkRecords.outcome), and the records are encoded on the workers, in
+    parallel, not in the driver."""
     reader = ItemReader(req.format)
     runs = [Run(*fields) for fields in json.loads(chunk)]
     return infer_lines(

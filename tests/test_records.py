@@ -77,7 +77,7 @@ def test_a_chunk_keeps_item_order_and_counts_what_the_summary_reports():
     assert b == {"id": "b", "ok": False, "error": "timeout", "pilot": "http://h:1"}
     assert (c["prediction"], c["correct"], d["prediction"], d["correct"]) == ("x", False, "y", False)
     outcome = chunk.outcome([1.5])
-    assert outcome == {"jsonl": "".join(chunk.lines), "items": 4, "failed": 2, "latencies_ms": [1.5],
+    assert outcome == {"jsonl": "".join(chunk.lines).encode(), "items": 4, "failed": 2, "latencies_ms": [1.5],
                        "pilots": {"http://h:1": 2}, "reasons": {"cannot read": 1, "timeout": 1},
                        "labelled": 2, "correct": 0}
 
