@@ -84,6 +84,6 @@ def test_a_command_that_imports_no_parsl_runs_as_started(execs, monkeypatch, cap
 
 
 def test_the_restarted_command_keeps_its_name_and_exit_status(tmp_path: Path):
-    result = run_cli("validate", tmp_path / "missing.yaml")
-    assert result.returncode == 2 and "missing.yaml" in result.stderr
-    assert run_cli("--help").stdout.startswith("usage: dgaas-flow ")
+    result = run_cli("render", tmp_path / "missing.yaml")  # a Parsl command: started again where -O pays
+    assert result.returncode == 2 and f"error: {tmp_path / 'missing.yaml'}: file not found" in result.stderr
+    assert run_cli("render", "--help").stdout.startswith("usage: dgaas-flow render ")
