@@ -189,7 +189,7 @@ def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, re
     )
     return Config(
         executors=[executor], run_dir=str(run_dir), retries=retries,
-        strategy_period=FIRST_POLL_S, usage_tracking=0,  # see load()
+        strategy_period=spec.strategy_period_s, usage_tracking=0,
         initialize_logging=FileLogging(level=logging.getLevelName(spec.parsl_log.upper())),
     )
 
@@ -241,6 +241,8 @@ def load(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, retries: 
     comes up to a strategy period later (half a second on the local profile, a second by default,
     on the path to the first result); so the DataFlowKernel polls every FIRST_POLL_S while its
     interchange starts, and at the profile's period from its next poll on, which submits them."""
-    dfk = parsl.load(make_config(spec, run_dir, pilot_config, retries))
+    config = make_config(spec, run_dir, pilot_config, retries)
+    config.strategy_period = FIRST_POLL_S
+    dfk = parsl.load(config)
     dfk.job_status_poller.interval = spec.strategy_period_s
     return dfk
