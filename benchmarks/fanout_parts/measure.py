@@ -31,9 +31,10 @@ def run_one(case: ModelCase, n: int, workers: int, paths: set[str], args: argpar
     wf = load_workflow(wf_path)
     run = Run(case.name, n, workers, wf.chunk_size, [round(x, 2) for x in os.getloadavg()])
     t0 = time.perf_counter()
-    if "ceiling" in paths:
+    rows = load_rows(items_dir) if "ceiling" in paths else None
+    if rows is not None:
         if n not in ceilings:
-            ceilings[n] = run_ceiling(wf, load_rows(items_dir), folder / "ceiling", args)
+            ceilings[n] = run_ceiling(wf, rows, folder / "ceiling", args)
         run.ceiling = dict(ceilings[n])
         say(f"{case.name} {n} items: ceiling {run.ceiling['items_per_s']:.0f} items/s "
             f"({run.ceiling['protocol']}, batch {run.ceiling['batch']}, {run.ceiling['procs']} processes)")
@@ -51,9 +52,8 @@ def run_one(case: ModelCase, n: int, workers: int, paths: set[str], args: argpar
         run.floor = run_floor(wf, folder, max(args.floor_tasks, -(-n // chunk)), chunk)
         say(f"{case.name} {workers} workers: Parsl floor {run.floor['tasks_per_s']:.0f} empty tasks/s "
             f"(x chunk {chunk} = {run.floor['items_per_s']:.0f} items/s)")
-    if run.ceiling and len(paths) > 1:
-        run.ceiling["after_items_per_s"] = recheck_ceiling(wf, load_rows(items_dir), folder / "ceiling", run.ceiling,
-                                                           args)
+    if rows is not None and len(paths) > 1:
+        run.ceiling["after_items_per_s"] = recheck_ceiling(wf, rows, folder / "ceiling", run.ceiling, args)
         say(f"{case.name} {n} items: ceiling again after the other paths {run.ceiling['after_items_per_s']:.0f} "
             f"items/s")
     run.seconds = round(time.perf_counter() - t0, 1)
