@@ -5,6 +5,9 @@ Python API::
     from dgaas_flow import load_workflow, run_campaign
     summary = run_campaign(load_workflow("workflows/digits/workflow.yaml"))
 
+    with Session(wf) as session:            # several campaigns on the same blocks and pilots
+        run_campaign(wf, session=session)
+
 For your own Parsl scripts, `infer_chunk(items, request)` is the Parsl app and `infer_items` the
 same function in-process. Names are imported on first use, so `dgaas-flow validate` and other
 light commands start without loading Parsl and tritonclient.
@@ -15,6 +18,7 @@ from dgaas_flow.lazy import lazy_exports
 _EXPORTS = {
     "load_workflow": "dgaas_flow.spec",
     "run_campaign": "dgaas_flow.campaign",
+    "Session": "dgaas_flow.session",
     "format_summary": "dgaas_flow.campaign",
     "infer_chunk": "dgaas_flow.tasks",
     "infer_items": "dgaas_flow.tasks",

@@ -13,23 +13,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import parsl
-
 from dgaas_flow import inputs, metrics, records
 from dgaas_flow.chunking import chunk_sizes
-from dgaas_flow.config import load as load_parsl
 from dgaas_flow.errors import PilotError
 from dgaas_flow.inputs import Run
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
-from dgaas_flow.pilot.supervisor import PilotConfig
 from dgaas_flow.progress import Progress
 from dgaas_flow.results import ResultsFile, Tally
 from dgaas_flow.runfiles import RESULTS, SUMMARY, TIMELINE, WORKFLOW
+from dgaas_flow.session import Session, pilots_since
 from dgaas_flow.spec import Workflow
 from dgaas_flow.stats import RunStats, Timeline
 from dgaas_flow.tasks import InferRequest, encode_chunk, infer_encoded_chunk
-
-PILOT_STOP_WAIT_S = 30.0
 
 
 def enumerate_runs(wf: Workflow) -> Iterator[Run]:
@@ -45,65 +40,90 @@ def _lost_chunk(chunk: list[Run], exc: BaseException) -> dict[str, Any]:
     return lost.outcome([])
 
 
-def pilot_config_path(wf: Workflow, out_dir: Path) -> Path | None:
-    """Where the blocks' pilots read their settings; None where blocks start no pilot: the glidein
-    started one, or the workflow names its server (server.url, server.gateway)."""
-    if wf.provider.kind == "glideinwms" or wf.server.url or wf.server.gateway:
-        return None
-    return out_dir / "pilot.json"
-
-
 def run_campaign(
     wf: Workflow, out: str | Path | None = None, limit: int | None = None, progress: str = "auto",
     stop: threading.Event | None = None, runs: Iterable[Run] | None = None, total: int | None = None,
+    session: Session | None = None,
 ) -> dict[str, Any]:
     """Run a workflow to completion and return its summary (also written to summary.json). When
     `stop` is set, the campaign stops at its next safe point with KeyboardInterrupt, after
-    cancelling its blocks and writing the summary. `runs` replaces the workflow's own inputs
-    (a scale test cycles them); `total` is then their number of items, if known."""
-    stats = RunStats()
-    out_dir = wf.out_dir(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / WORKFLOW).write_text(wf.model_dump_json(indent=2))
-    registry = out_dir / "pilots"
-    pilot_config = pilot_config_path(wf, out_dir)
-    if pilot_config is not None:
-        pilot_config.write_text(PilotConfig(
-            triton=wf.triton, repository=wf.model.repository, models=[wf.model.name],
-            registry=registry, log_dir=out_dir / "logs",
-        ).model_dump_json(indent=2))
+    writing the summary. `runs` replaces the workflow's own inputs (a scale test cycles them);
+    `total` is then their number of items, if known.
 
-    results = ResultsFile(out_dir / RESULTS)
-    stats.resumed = len(results.done)
-    if runs is None:
-        runs = enumerate_runs(wf)
-        total = sum(run.count for run in enumerate_runs(wf))  # headers only: rows files are not read
-        total = total if limit is None else min(total, limit)
-    sizes = chunk_sizes(wf, None if total is None else total - stats.resumed)
-    todo = inputs.chunk_runs(runs, sizes, limit, results.done if len(results.done) else None)
-    request = InferRequest.from_workflow(wf)
-    dfk = load_parsl(wf.provider, out_dir / "parsl", pilot_config, wf.task_retries)
-    bar = Progress(total, stats.resumed, mode=progress)
-    timeline = Timeline(out_dir / TIMELINE, stats)
-    watch = PilotWatch(registry, since=stats.started_at)
-    complete = False
+    In an open `session` the campaign uses the session's blocks and pilots and leaves them up.
+    Without one, it opens a session of its own and closes it before its summary: its time then
+    includes stopping the pilots."""
+    if session is not None:
+        session.check(wf)
+    campaign = Campaign(wf, out, limit, runs, total)
+    if session is None:
+        own = Session(wf, out)
+        try:
+            with own:
+                campaign.run(own, progress, stop)
+        finally:
+            campaign.stats.end()  # this campaign started the pilots: stopping them is part of its time
+            campaign.write_summary(own)
+        return campaign.summary
     try:
-        _fan_out(todo, wf, request, results, stats, _Display(bar, timeline, watch), stop or threading.Event())
-        complete = True
+        campaign.run(session, progress, stop)
     finally:
-        watch.read()  # the last display says how the pilots are now, not up to a second ago
-        bar.refresh(watch.up, watch.ready)
-        timeline.tick(watch.up, watch.ready, force=True)
-        bar.close()
-        results.close()
-        timeline.close()
-        dfk.cleanup()
-        parsl.clear()
-        _wait_for_pilots(registry, since=stats.started_at)
-        summary = summarize(wf, out_dir, total, stats, results.tally)
-        summary["complete"] = complete
-        (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        session.read_counters()
+        campaign.write_summary(session)
+    return campaign.summary
+
+
+class Campaign:
+    """One run of a workflow: what it reads (prepared before any server starts, so a mistake in
+    the inputs costs no blocks), what it has written, and its counts."""
+
+    def __init__(self, wf: Workflow, out: str | Path | None, limit: int | None, runs: Iterable[Run] | None,
+                 total: int | None):
+        self.wf, self.stats = wf, RunStats()
+        self.out_dir = wf.out_dir(out)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / WORKFLOW).write_text(wf.model_dump_json(indent=2))
+        self.results = ResultsFile(self.out_dir / RESULTS)
+        self.stats.resumed = len(self.results.done)
+        if runs is None:
+            runs = enumerate_runs(wf)
+            total = sum(run.count for run in enumerate_runs(wf))  # headers only: rows files are not read
+            total = total if limit is None else min(total, limit)
+        self.total = total
+        sizes = chunk_sizes(wf, None if total is None else total - self.stats.resumed)
+        self.todo = inputs.chunk_runs(runs, sizes, limit, self.results.done if len(self.results.done) else None)
+        self.complete = False
+        self.summary: dict[str, Any] = {}
+        self._counters_before: dict[tuple[str, int, str], dict[str, float]] = {}
+
+    def run(self, session: Session, progress: str, stop: threading.Event | None) -> None:
+        """Fan the chunks out to the session's workers, writing results as they come."""
+        self._counters_before = {_pilot_key(e): e.metrics for e in read_registry(session.registry)}
+        bar = Progress(self.total, self.stats.resumed, mode=progress)
+        timeline = Timeline(self.out_dir / TIMELINE, self.stats)
+        watch = PilotWatch(session.registry, since=session.started_at)
+        try:
+            _fan_out(self.todo, self.wf, InferRequest.from_workflow(self.wf), self.results, self.stats,
+                     _Display(bar, timeline, watch), stop or threading.Event())
+            self.complete = True
+        finally:
+            watch.read()  # the last display says how the pilots are now, not up to a second ago
+            bar.refresh(watch.up, watch.ready)
+            timeline.tick(watch.up, watch.ready, force=True)
+            bar.close()
+            self.results.close()
+            timeline.close()
+            self.stats.end()
+
+    def write_summary(self, session: Session) -> None:
+        self.summary = summarize(self.wf, self.out_dir, self.total, self.stats, self.results.tally,
+                                 session.registry, session.started_at, self._counters_before)
+        self.summary["complete"] = self.complete
+        (self.out_dir / SUMMARY).write_text(json.dumps(self.summary, indent=2) + "\n")
+
+
+def _pilot_key(e: Endpoint) -> tuple[str, int, str]:
+    return e.host, e.supervisor_pid, e.started_at
 
 
 class PilotWatch:
@@ -187,37 +207,25 @@ def _fan_out(todo: Iterator[list[Run]], wf, request, results, stats: RunStats, d
     wait_while(lambda: bool(in_flight))
 
 
-def pilots_since(registry: Path, since: str) -> list[Endpoint]:
-    """The pilots that started at or after `since` (an ISO time in seconds, as endpoints record)."""
-    return [e for e in read_registry(registry) if e.started_at >= since]
-
-
-def _wait_for_pilots(registry: Path, since: str) -> None:
-    """Blocks were told to stop; return once their pilots say so (bounded), so no server outlives
-    the campaign that started it."""
-    deadline = time.monotonic() + PILOT_STOP_WAIT_S
-    while time.monotonic() < deadline:
-        if all(e.state in ("stopped", "failed") for e in pilots_since(registry, since)):
-            return
-        time.sleep(0.2)
-
-
-def summarize(wf: Workflow, out_dir: Path, total: int, stats: RunStats, tally: Tally) -> dict[str, Any]:
-    """Counts are of results.jsonl (the whole campaign, resumed runs included); speed and latency
-    are this run's."""
+def summarize(wf: Workflow, out_dir: Path, total: int | None, stats: RunStats, tally: Tally, registry: Path,
+              since: str, counters_before: dict[tuple[str, int, str], dict[str, float]]) -> dict[str, Any]:
+    """Counts are of results.jsonl (the whole campaign, resumed runs included); speed, latency and
+    Triton's figures are this run's: the counters of this session's pilots as the campaign ended
+    (read then, or final once they stopped), less what they had counted when it began."""
     per_pilot = tally.pilots.copy()
     wall = stats.wall_s
+    this_run = pilots_since(registry, since)
     pilots, triton = [], []
-    for e in read_registry(out_dir / "pilots"):
+    for e in read_registry(registry):
         served = per_pilot.pop(e.http_url or "", 0) + per_pilot.pop(e.grpc_url or "", 0)
         pilots.append({"endpoint": e.http_url, "grpc": e.grpc_url, "host": e.host, "block": e.block,
                        "batch_job": e.batch_job, "gpus": e.gpus, "restarts": e.restarts, "state": e.state,
                        "items": served})
-        if e.metrics:
-            triton.append({"endpoint": e.http_url, "metrics_url": e.metrics_url, **metrics.describe(e.metrics)})
+        if e.metrics and e.started_at >= since:  # this session's pilots
+            counted = metrics.subtract(e.metrics, counters_before.get(_pilot_key(e), {}))
+            triton.append({"endpoint": e.http_url, "metrics_url": e.metrics_url, **metrics.describe(counted)})
     pilots += [{"endpoint": url, "items": n} for url, n in per_pilot.items()]
     p = wf.provider
-    this_run = pilots_since(out_dir / "pilots", stats.started_at)
     nodes = len(this_run) or p.init_blocks * p.nodes_per_block  # a pilot per node; none: a gateway's
     summary: dict[str, Any] = {
         "workflow": wf.name,

@@ -19,13 +19,34 @@ from dgaas_flow.pilot.run import DEFAULT_PILOT_DIR
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from dgaas_flow.campaign import format_summary, run_campaign
+    from dgaas_flow.session import Session
     from dgaas_flow.spec import load_workflow
 
-    wf = load_workflow(args.workflow, provider=args.provider)
-    summary = _until_signalled(lambda stop: run_campaign(wf, out=args.out, limit=args.limit,
-                                                         progress=_progress(args), stop=stop))
-    print(format_summary(summary))
-    return 0 if summary["items_failed"] == 0 else 1
+    workflows = [load_workflow(path, provider=args.provider) for path in args.workflow]
+    if len(workflows) == 1:
+        summaries = [_until_signalled(lambda stop: run_campaign(
+            workflows[0], out=args.out, limit=args.limit, progress=_progress(args), stop=stop))]
+    else:
+        if args.out:
+            raise UserError("--out names one run folder; with several workflows each writes to its own "
+                            "(outputs.dir, or runs/<name>): set outputs.dir in the workflows instead")
+        session = Session(workflows[0])
+        for wf in workflows[1:]:  # every mismatch is found before any block starts
+            session.check_compatible(wf)
+
+        def run_all(stop: threading.Event) -> list[dict]:
+            done = []
+            with session:
+                for wf in workflows:
+                    done.append(run_campaign(wf, limit=args.limit, progress=_progress(args), stop=stop,
+                                             session=session))
+                    print(format_summary(done[-1]), flush=True)
+            return done
+
+        summaries = _until_signalled(run_all)
+    if len(summaries) == 1:
+        print(format_summary(summaries[0]))
+    return 0 if all(s["items_failed"] == 0 for s in summaries) else 1
 
 
 def _cmd_scale_test(args: argparse.Namespace) -> int:
@@ -87,8 +108,8 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from dgaas_flow.campaign import pilot_config_path
     from dgaas_flow.config import render_batch_script
+    from dgaas_flow.session import pilot_config_path
     from dgaas_flow.spec import load_workflow
 
     wf = load_workflow(args.workflow, provider=args.provider)
@@ -234,8 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgaas-flow", description="GPU as a service on batch clusters")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run a workflow campaign")
-    p.add_argument("workflow")
+    p = sub.add_parser("run", help="run a workflow campaign; several workflows run one after another on the "
+                                   "same blocks and pilots")
+    p.add_argument("workflow", nargs="+")
     p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
     p.add_argument("--limit", type=int, help="only the first N input items")
     p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")

@@ -58,6 +58,15 @@ def add(total: dict[str, float], reading: dict[str, float]) -> dict[str, float]:
     return {k: total.get(k, 0.0) + reading.get(k, 0.0) for k in keys}
 
 
+def subtract(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """The counters of what a pilot served between two readings of its endpoint (the GPU
+    utilization, a mean, is the later reading's)."""
+    counted = {k: v - before.get(k, 0.0) for k, v in after.items() if k != "gpu_utilization"}
+    if "gpu_utilization" in after:
+        counted["gpu_utilization"] = after["gpu_utilization"]
+    return counted
+
+
 def describe(counters: dict[str, float] | None) -> dict[str, Any]:
     """The figures a person reads: requests, achieved batch size, queue and compute time."""
     if not counters:

@@ -56,6 +56,7 @@ class RunStats:
     first_result_s: float | None = None
     first_items: int = 0  # items in the first result, finished before first_result_s
     last_result_s: float | None = None
+    ended: float | None = None
     latencies: Latencies = field(default_factory=Latencies)
 
     def add(self, items: int, failed: int, latencies_ms: list[float]) -> None:
@@ -67,9 +68,13 @@ class RunStats:
         self.failed += failed
         self.latencies.record(latencies_ms)
 
+    def end(self) -> None:
+        """The campaign's time stops here (a summary written later keeps it)."""
+        self.ended = time.monotonic()
+
     @property
     def wall_s(self) -> float:
-        return time.monotonic() - self.started
+        return (self.ended or time.monotonic()) - self.started
 
     def steady_rate(self) -> float | None:
         """Items/s from the first result to the last: the pace once blocks and pilots were up."""

@@ -115,7 +115,8 @@ def test_summary_counts_the_whole_campaign_and_this_runs_speed(tmp_path, digits_
     results.close()
     stats = RunStats(resumed=len(results.done))
     stats.add(3, 1, [1.0, 2.0, 3.0, 4.0])
-    s = summarize(wf, tmp_path, total=4, stats=stats, tally=results.tally)
+    s = summarize(wf, tmp_path, total=4, stats=stats, tally=results.tally, registry=tmp_path / "pilots", since="",
+                  counters_before={})
     assert (s["items_total"], s["items_ok"], s["items_failed"]) == (4, 3, 1)
     assert s["accuracy"] == 0.5
     assert s["pilots"] == [{"endpoint": "http://p:1", "items": 2}, {"endpoint": "http://p:2", "items": 1}]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,7 @@ from dgaas_flow.processes import write_atomic
 ENV_URL = "DGAAS_TRITON_URL"
 ENV_GRPC_URL = "DGAAS_TRITON_GRPC_URL"
 ENV_ENDPOINT_FILE = "DGAAS_ENDPOINT_FILE"
+METRICS_REQUEST = "metrics-request"  # in a registry: the id of the latest request for fresh counters
 
 
 def batch_job_id(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
@@ -53,6 +55,7 @@ class Endpoint(BaseModel):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Triton's counters over all its server lifetimes (dgaas_flow.metrics)"
     )
+    metrics_answered: str | None = Field(None, description="the last metrics request these counters answer")
 
     def url(self, protocol: str) -> str | None:
         return self.http_url if protocol == "http" else self.grpc_url
@@ -83,3 +86,20 @@ def read_registry(registry: Path) -> list[Endpoint]:
         except (OSError, ValueError, json.JSONDecodeError):
             continue
     return sorted(found, key=lambda e: e.started_at)
+
+
+def request_metrics(registry: Path) -> str:
+    """Ask every pilot publishing into `registry` to read Triton's counters now (a campaign that
+    ends in a session needs its own figures, not those of the last health probe); returns the
+    request's id, which each pilot's endpoint names in `metrics_answered` once it has."""
+    request = uuid.uuid4().hex
+    write_atomic(Path(registry) / METRICS_REQUEST, request)
+    return request
+
+
+def metrics_request(registry: Path) -> str | None:
+    """The latest request for counters, None if there is none."""
+    try:
+        return (Path(registry) / METRICS_REQUEST).read_text().strip() or None
+    except OSError:
+        return None

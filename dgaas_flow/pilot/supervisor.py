@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from dgaas_flow import metrics
 from dgaas_flow.errors import PilotError
 from dgaas_flow.lifetime import die_with_parent
-from dgaas_flow.pilot.endpoint import Endpoint
+from dgaas_flow.pilot.endpoint import Endpoint, metrics_request
 from dgaas_flow.pilot.launch import LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
 from dgaas_flow.processes import http_get, log_tail, shared_memory, stop_group
@@ -208,6 +208,7 @@ class Pilot:
         recent: deque[float] = deque()
         self._next_probe = time.monotonic() + settings.health_interval_s
         while not self._stop.wait(POLL_S):
+            self._answer_metrics_request()
             reason = self._problem()
             if reason is None:
                 continue
@@ -271,16 +272,28 @@ class Pilot:
             f"(triton.ready_timeout_s); log {self.log_file}:\n{log_tail(self.log_file)}"
         )
 
-    def _read_metrics(self) -> None:
+    def _answer_metrics_request(self) -> None:
+        """A campaign ending in a session asked for the counters now (endpoint.request_metrics)."""
+        if self.endpoint_file is None or self.endpoint.state != "ready":
+            return
+        request = metrics_request(self.endpoint_file.parent)
+        if request is None or request == self.endpoint.metrics_answered:
+            return
+        self.endpoint.metrics_answered = request
+        if not self._read_metrics():
+            self._publish()  # answered with the last counters: the server did not give new ones
+
+    def _read_metrics(self) -> bool:
         """Triton's counters so far (those of servers that ended included), published with the
-        endpoint; a server that crashes keeps the counts of its last reading."""
+        endpoint; a server that crashes keeps the counts of its last reading. False when there was
+        no reading to publish."""
         try:
             reading = metrics.scrape(self.metrics_probe_url)
         except Exception as exc:  # noqa: BLE001 - metrics are a record, never a reason to stop serving
             self._log(f"cannot read the metrics: {exc}")
-            return
+            return False
         if reading is None:
-            return
+            return False
         if "gpu_utilization" in reading:
             n, total = self._gpu_samples
             self._gpu_samples = (n + 1, total + reading["gpu_utilization"])
@@ -289,6 +302,7 @@ class Pilot:
         if self._gpu_samples[0]:
             self.endpoint.metrics["gpu_utilization"] = self._gpu_samples[1] / self._gpu_samples[0]
         self._publish()
+        return True
 
     def is_ready(self, timeout: float) -> bool:
         return http_get(f"{self.probe_url}/v2/health/ready", timeout)[0] == 200

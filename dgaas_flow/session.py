@@ -1,0 +1,149 @@
+"""A session: one Parsl executor and the pilots of its blocks, kept up across campaigns. A script
+that runs several campaigns of one model (datasets one after another, a loop over parameters) pays
+the start once: the driver's Parsl, the interchange, the blocks, Triton loading its models; each
+later campaign is served at once. A campaign run without a session opens one of its own."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import parsl
+from parsl.dataflow.dflow import DataFlowKernel
+from parsl.errors import NoDataFlowKernelError
+
+from dgaas_flow.config import load as load_parsl
+from dgaas_flow.errors import UserError
+from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
+from dgaas_flow.pilot.supervisor import PilotConfig
+from dgaas_flow.spec import Workflow
+
+PILOT_STOP_WAIT_S = 30.0
+METRICS_WAIT_S = 5.0  # pilots answer within their supervisor's poll; a shared filesystem may lag
+
+# What the executor and its pilots are made of: campaigns in one session must agree on these.
+SHARED = ("provider", "triton", "server", "task_retries", "model.repository", "model.name")
+
+
+def pilot_config_path(wf: Workflow, folder: Path) -> Path | None:
+    """Where the blocks' pilots read their settings; None where blocks start no pilot: the glidein
+    started one, or the workflow names its server (server.url, server.gateway)."""
+    if wf.provider.kind == "glideinwms" or wf.server.url or wf.server.gateway:
+        return None
+    return folder / "pilot.json"
+
+
+def differences(a: Workflow, b: Workflow) -> list[str]:
+    """The fields of SHARED on which two workflows differ."""
+
+    def value(wf: Workflow, name: str) -> object:
+        for part in name.split("."):
+            wf = getattr(wf, part)
+        return wf
+
+    return [name for name in SHARED if value(a, name) != value(b, name)]
+
+
+def _named(wf: Workflow) -> str:
+    source = wf.source
+    return f"workflow {wf.name}" + (f" ({source})" if source else "")
+
+
+def _parsl_loaded() -> bool:
+    try:
+        parsl.dfk()
+    except NoDataFlowKernelError:
+        return False
+    return True
+
+
+def pilots_since(registry: Path, since: str) -> list[Endpoint]:
+    """The pilots that started at or after `since` (an ISO time in seconds, as endpoints record)."""
+    return [e for e in read_registry(registry) if e.started_at >= since]
+
+
+class Session:
+    """Open (or enter) it once, run campaigns with `run_campaign(wf, session=...)`, close it (or
+    leave the `with` block): the blocks are cancelled and their pilots stop. Its folder (the first
+    workflow's run folder, or `out`) holds what the campaigns share: Parsl's run folder, the pilots'
+    settings, endpoint files and logs. One session at a time per process (Parsl loads one config)."""
+
+    def __init__(self, wf: Workflow, out: str | Path | None = None):
+        self.wf = wf
+        self.dir = wf.out_dir(out)
+        self.registry = self.dir / "pilots"
+        self.started_at = ""
+        self._dfk: DataFlowKernel | None = None
+
+    def __enter__(self) -> Session:
+        self.open()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Start Parsl; the first blocks, and their pilots, are submitted as soon as it is up."""
+        if self._dfk is not None:
+            return
+        if _parsl_loaded():  # parsl.load would refuse, with a traceback
+            raise UserError(f"workflow {self.wf.name}: another session (or parsl.load) is open in this process; "
+                            "close it first: Parsl runs one configuration at a time")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        wf = self.wf
+        pilot_config = pilot_config_path(wf, self.dir)
+        if pilot_config is not None:
+            pilot_config.write_text(PilotConfig(
+                triton=wf.triton, repository=wf.model.repository, models=[wf.model.name],
+                registry=self.registry, log_dir=self.dir / "logs",
+            ).model_dump_json(indent=2))
+        self._dfk = load_parsl(wf.provider, self.dir / "parsl", pilot_config, wf.task_retries)
+
+    def check(self, wf: Workflow) -> None:
+        """A campaign runs here only while the session is open and if its executor and pilots are
+        the ones the campaign needs."""
+        if self._dfk is None:
+            raise UserError(f"workflow {wf.name}: its session is not open; "
+                            "run it inside `with Session(workflow) as session:`")
+        self.check_compatible(wf)
+
+    def check_compatible(self, wf: Workflow) -> None:
+        differ = differences(self.wf, wf)
+        if differ:
+            raise UserError(
+                f"{_named(wf)}: {', '.join(differ)} differ from those of {_named(self.wf)}, whose session "
+                "this is; a session serves one provider, Triton settings and model: "
+                "run this workflow in a session of its own"
+            )
+
+    def read_counters(self) -> None:
+        """Have the ready pilots publish Triton's counters now, and wait for them (bounded): a
+        campaign's figures are the difference of readings taken as it begins and as it ends."""
+        ready = lambda: [e for e in pilots_since(self.registry, self.started_at) if e.state == "ready"]  # noqa: E731
+        if not ready():
+            return
+        request = request_metrics(self.registry)
+        deadline = time.monotonic() + METRICS_WAIT_S
+        while time.monotonic() < deadline and any(e.metrics_answered != request for e in ready()):
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        """Cancel the blocks and return once their pilots say they stopped (bounded), so no server
+        outlives the session that started it."""
+        if self._dfk is None:
+            return
+        try:
+            self._dfk.cleanup()
+        finally:
+            parsl.clear()
+            self._dfk = None
+            self._wait_for_pilots()
+
+    def _wait_for_pilots(self) -> None:
+        deadline = time.monotonic() + PILOT_STOP_WAIT_S
+        while time.monotonic() < deadline:
+            if all(e.state in ("stopped", "failed") for e in pilots_since(self.registry, self.started_at)):
+                return
+            time.sleep(0.2)
