@@ -13,14 +13,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dgaas_flow.config import INTERCHANGE_NAMES
 from dgaas_flow.pilot.supervisor import BACKEND_SHM
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "workflows" / "digits"
 WORKFLOW = DIGITS / "workflow.yaml"
-# Parsl's interchange renames itself (setproctitle) once started: both of its names count
-STRAY_NAMES = ("tritonserver", "triton_python_backend_stub", "process_worker_pool", "high_throughput.interchange",
-               "HTEX interchange")
+STRAY_NAMES = ("tritonserver", "triton_python_backend_stub", "process_worker_pool", *INTERCHANGE_NAMES)
 
 
 def processes_mentioning(*needles: str) -> list[str]:

@@ -7,10 +7,11 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from dgaas_flow.config import INTERCHANGE_NAMES
+
 # (what a process's command line holds, the role it is counted under), first match wins
-# the interchange renames itself (setproctitle) once started: both names are its
 ROLES = (("triton_python_backend_stub", "model"), ("tritonserver", "server"),
-         ("high_throughput.interchange", "interchange"), ("HTEX interchange", "interchange"), ("pilot wrap", "pilot"),
+         *((name, "interchange") for name in INTERCHANGE_NAMES), ("pilot wrap", "pilot"),
          ("process_worker_pool", "workers"))
 
 
