@@ -9,13 +9,17 @@ For each model and item count (and each worker count of --workers):
             then whole passes over all the items, timed (for at least --ceiling-min-seconds);
   dgaas     a whole campaign, `dgaas-flow run` in a child process on the local provider (Parsl, the
             pilot, chunking, results.jsonl written): items / campaign wall time, the steady rate
-            from timeline.jsonl, the time to the first result and the driver's peak RSS;
+            from results.jsonl sampled every 50 ms, the time to the first result and the driver's
+            peak RSS;
+  warm      the same campaign run second in a session (`dgaas-flow run warm-up.yaml warm.yaml`, the
+            warm-up on other items): the block, the pilot and the workers' clients are up, as the
+            server is for the ceiling; items / its own campaign time;
   naive     what batch jobs do without a shared server: each Parsl task loads the model in-process
             and infers its chunk (the same chunks, the same executor and workers, no Triton);
   floor     empty Parsl tasks per second through the same executor configuration.
 
 Items are `rows` .npy files written once per size under --work. Above --full-max items only the
-dgaas path runs (the 1M-item run is there to check that the driver's memory stays flat). Results go
+dgaas and warm paths run (the 1M-item run is there to check that the driver's memory stays flat). Results go
 to --results (markdown, JSON, PNG plots); the last line printed is one JSON object.
 
     .venv/bin/python benchmarks/fanout.py --tune --model heavy   # server settings: max_batch_size, queue delay,
@@ -63,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Parsl workers per node, comma-separated sweep (default: the workflow's provider)")
     p.add_argument("--paths", default=",".join(PATHS), help=f"paths to run, comma-separated ({', '.join(PATHS)})")
     p.add_argument("--full-max", type=int, default=100_000,
-                   help="above this many items only the dgaas path runs (the driver-RSS check)")
+                   help="above this many items only the dgaas and warm paths run (the driver-RSS check)")
     p.add_argument("--chunk-size", type=lambda s: s if s == "auto" else int(s),
                    help="override the workflow's chunk_size (a number, or auto)")
     p.add_argument("--ceiling-protocols", default="http,grpc", type=lambda s: s.split(","))
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = args.workers or [load_workflow(case.workflow).provider.workers_per_node]
         ceilings: dict[int, dict] = {}
         for n in args.items:
-            paths = set(args.path_set) if n <= args.full_max else args.path_set & {"dgaas"}
+            paths = set(args.path_set) if n <= args.full_max else args.path_set & {"dgaas", "warm"}
             for w in workers:
                 runs.append(run_one(case, n, w, paths, args, ceilings))  # one ceiling per size
     info["machine"]["loadavg_end"] = list(os.getloadavg())

@@ -1,5 +1,6 @@
 """(2) dgaas-flow: a whole campaign, `dgaas-flow run` in a child process, measured from outside (its
-rate, steady rate, first result, the driver's peak memory, CPU by process) as a user would run it."""
+rate, steady rate, first result, the driver's peak memory, CPU by process) as a user would run it:
+cold (everything starts for it) and warm (a later campaign in the same session)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .cpu import CpuTracker
 from .locations import ROOT
@@ -49,25 +52,65 @@ def steady_rate(points: list[tuple[float, int]], total: int) -> float | None:
 
 
 def run_dgaas(workflow: Path, folder: Path, total: int) -> dict[str, Any]:
-    """Run the campaign, watching its results file (first and last result, and its lines every 50 ms
-    for the steady rate: timeline.jsonl's one point a second is too coarse for a run of a second),
-    the driver's VmHWM and the CPU of its processes; then read its summary.json."""
-    out = folder / "run"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    """A cold campaign, `dgaas-flow run` from nothing: Parsl, the block and its pilot start for it."""
+    out = _fresh(folder / "run")
     cmd = [sys.executable, "-m", "dgaas_flow", "run", str(workflow), "--out", str(out), "--quiet"]
-    results = out / "results.jsonl"
+    return _watch(cmd, out, out, folder, "dgaas", total)
+
+
+def run_warm(workflow: Path, warmup_items: Path, folder: Path, total: int) -> dict[str, Any]:
+    """A warm campaign: the second of `dgaas-flow run warmup.yaml warm.yaml`, which share one
+    session. The warm-up reads other items; the campaign measured is the same as the cold one,
+    except that the blocks, their pilots and the workers' clients are already up, as they are
+    against the ceiling. Its rate is items over its own campaign time."""
+    warmup, out = _fresh(folder / "warm-up"), _fresh(folder / "warm")
+    files = [_variant(workflow, folder / f"{name}.yaml", dest, items)
+             for name, dest, items in (("warm-up", warmup, warmup_items), ("warm", out, None))]
+    cmd = [sys.executable, "-m", "dgaas_flow", "run", *map(str, files), "--quiet"]
+    return _watch(cmd, out, warmup, folder, "warm", total, after=warmup / "summary.json")
+
+
+def _fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _variant(workflow: Path, dest: Path, out: Path, items: Path | None) -> Path:
+    """The benchmark's workflow writing to `out` (and reading `items`' rows, if given)."""
+    data = yaml.safe_load(workflow.read_text())
+    data["outputs"] = {**data.get("outputs", {}), "dir": str(out)}
+    if items is not None:
+        data["inputs"] = {**data["inputs"], "files": str(items / "*.npy")}
+    dest.write_text(yaml.safe_dump(data, sort_keys=False))
+    return dest
+
+
+def _watch(cmd: list[str], out: Path, session_dir: Path, folder: Path, tag: str, total: int,
+           after: Path | None = None) -> dict[str, Any]:
+    """Run the command, watching the results file of the campaign in `out` (first and last result,
+    and its lines every 50 ms for the steady rate: timeline.jsonl's one point a second is too coarse
+    for a run of a second), the driver's VmHWM and the CPU of the session's processes; then read the
+    campaign's summary.json. With `after` (the summary of a campaign that runs first), the call's
+    time is measured from that file to this campaign's summary, and the CPU per item from that file
+    on; without, over the whole command."""
+    results, summary_file = out / "results.jsonl", out / "summary.json"
     peak_kb, first_result = 0, None
     lines, offset, at_first, cpu_first, cpu_last = 0, 0, 0, None, None
+    call_from = call_to = cpu_from = None
     written: list[tuple[float, int]] = []  # (seconds, result lines) at each poll until the last line
-    with open(folder / "dgaas.stdout", "wb") as so, open(folder / "dgaas.stderr", "wb") as se:
+    with open(folder / f"{tag}.stdout", "wb") as so, open(folder / f"{tag}.stderr", "wb") as se:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, cwd=ROOT)
-        cpu = CpuTracker(proc.pid, str(out))
+        cpu = CpuTracker(proc.pid, str(session_dir))
         next_sample = 0.0
         try:
             while proc.poll() is None:
                 peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid) or 0)
+                if after is not None and call_from is None and after.exists():
+                    call_from, cpu_from = time.perf_counter() - t0, cpu.snapshot()
+                if call_to is None and summary_file.exists():
+                    call_to = time.perf_counter() - t0
                 if cpu_last is None and results.exists() and results.stat().st_size > offset:
                     with open(results, "rb") as f:  # count result lines as they come
                         f.seek(offset)
@@ -90,15 +133,16 @@ def run_dgaas(workflow: Path, folder: Path, total: int) -> dict[str, Any]:
             raise
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"`{shlex.join(cmd)}` exited {proc.returncode}; see {folder}/dgaas.stderr:\n"
-                           + (folder / "dgaas.stderr").read_text()[-2000:])
-    summary = json.loads((out / "summary.json").read_text())
+        raise RuntimeError(f"`{shlex.join(cmd)}` exited {proc.returncode}; see {folder}/{tag}.stderr:\n"
+                           + (folder / f"{tag}.stderr").read_text()[-2000:])
+    summary = json.loads(summary_file.read_text())
     items = int(summary["items_this_run"])
     triton = summary.get("triton") or []
     return {
         "items": items, "failed": int(summary["items_failed"]),
         "items_per_s": round(items / summary["wall_seconds"], 1) if summary["wall_seconds"] else 0.0,
         "campaign_wall_s": summary["wall_seconds"], "command_wall_s": round(wall, 3),
+        "call_wall_s": round(call_to - call_from, 3) if call_from is not None and call_to is not None else None,
         "steady_items_per_s": round_or_none(steady_rate(written, items)),
         "time_to_first_result_s": summary.get("time_to_first_result_s"),
         "first_result_from_command_s": round_or_none(first_result, 3),
@@ -107,15 +151,16 @@ def run_dgaas(workflow: Path, folder: Path, total: int) -> dict[str, Any]:
         "triton": [{k: t.get(k) for k in ("avg_batch", "queue_ms_per_request", "compute_ms_per_execution",
                                           "requests", "executions")} for t in triton],
         "cpu_s": cpu.by_role(),
-        "cpu_us_per_item": {k: round(v / items * 1e6, 1) for k, v in cpu.by_role().items()} if items else {},
-        "steady_cpu_us_per_item": _steady_cpu(cpu_first, cpu_last, total - at_first),
+        "cpu_us_per_item": _cpu_between(cpu_from or {}, cpu.by_role(), items) or {},
+        "steady_cpu_us_per_item": _cpu_between(cpu_first, cpu_last, total - at_first),
         "run_dir": str(out),
     }
 
 
-def _steady_cpu(first: dict | None, last: dict | None, items: int) -> dict[str, float] | None:
-    """CPU per item by role between the first result and the last: start-up and shut-down left out."""
-    if not first or not last or items <= 0:
+def _cpu_between(first: dict | None, last: dict | None, items: int) -> dict[str, float] | None:
+    """CPU per item by role between two snapshots (the first and the last result: start-up and
+    shut-down left out; or the start of the campaign and the end of the command)."""
+    if first is None or last is None or items <= 0:
         return None
     per = {k: round((v - first.get(k, 0.0)) / items * 1e6, 1) for k, v in last.items()}
     per = {k: v for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 0}

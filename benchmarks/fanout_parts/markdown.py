@@ -17,8 +17,11 @@ def write_markdown(runs: list[Run], info: dict, path: Path, plots: list[Path]) -
              f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, {m['os']}, Python {m['python']}; "
              f"load average at start {m['loadavg_start']}", "",
              "items/s of each path (see benchmarks/README.md); `steady` is dgaas-flow between 10% and 90% of its "
-             "items (results.jsonl, sampled every 50 ms); `floor` is empty Parsl tasks/s x chunk size; `1st s` is "
-             "the campaign's time to its first result; RSS is the campaign driver's peak resident memory.", "",
+             "items (results.jsonl, sampled every 50 ms); `warm` is a second campaign of the same items in the same "
+             "session (`dgaas-flow run warm-up.yaml warm.yaml`: blocks, pilot and clients already up, as they are "
+             "for the ceiling), items over its own campaign time; `floor` is empty Parsl tasks/s x chunk size; "
+             "`1st s` is the campaign's time to its first result; RSS is the campaign driver's peak resident "
+             "memory.", "",
              *markdown_table(runs)]
     lines += ["", "## Details", ""]
     for r in runs:
@@ -44,6 +47,12 @@ def write_markdown(runs: list[Run], info: dict, path: Path, plots: list[Path]) -
             for t in d["triton"]:
                 bits.append(f"server: avg batch {t.get('avg_batch')}, queue {t.get('queue_ms_per_request')} "
                             f"ms/request, compute {t.get('compute_ms_per_execution')} ms/execution;")
+        if r.warm:
+            w = r.warm
+            bits.append(f"warm (a second campaign in the same session): campaign {w['campaign_wall_s']} s, call "
+                        f"{w['call_wall_s']} s, first result {w['time_to_first_result_s']} s after it started, steady "
+                        f"{w['steady_items_per_s']} items/s; CPU us per item: "
+                        + ", ".join(f"{k} {v}" for k, v in w["cpu_us_per_item"].items()) + ";")
         if r.naive:
             bits.append(f"naive: {r.naive['tasks']} tasks, load {r.naive['load_s_per_task']} s + infer "
                         f"{r.naive['infer_s_per_task']} s per task;")

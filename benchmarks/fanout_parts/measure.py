@@ -9,7 +9,7 @@ import time
 from dgaas_flow.chunking import steady_size
 from dgaas_flow.spec import load_workflow
 
-from .campaign import run_dgaas
+from .campaign import run_dgaas, run_warm
 from .ceiling import recheck_ceiling, run_ceiling
 from .floor import run_floor
 from .models import ModelCase, bench_workflow, load_rows
@@ -17,7 +17,8 @@ from .naive import run_naive
 from .progress import say
 from .run import Run
 
-PATHS = ("ceiling", "dgaas", "naive", "floor")
+PATHS = ("ceiling", "dgaas", "warm", "naive", "floor")
+WARMUP_ITEMS = 10_000  # the warm path's first campaign: enough for every worker's first chunks
 
 
 def run_one(case: ModelCase, n: int, workers: int, paths: set[str], args: argparse.Namespace,
@@ -43,6 +44,13 @@ def run_one(case: ModelCase, n: int, workers: int, paths: set[str], args: argpar
         say(f"{case.name} {n} items, {workers} workers: dgaas {run.dgaas['items_per_s']:.0f} items/s "
             f"(steady {run.dgaas['steady_items_per_s']}), first result {run.dgaas['time_to_first_result_s']} s, "
             f"driver peak RSS {run.dgaas['driver_peak_rss_mb']} MB")
+    if "warm" in paths:
+        warmup = min(n, WARMUP_ITEMS)
+        case.write_items(args.work / case.name / f"items-{warmup}", warmup)
+        run.warm = run_warm(wf_path, args.work / case.name / f"items-{warmup}", folder, n)
+        say(f"{case.name} {n} items, {workers} workers: warm {run.warm['items_per_s']:.0f} items/s "
+            f"(steady {run.warm['steady_items_per_s']}), first result {run.warm['time_to_first_result_s']} s "
+            f"after the campaign started, call {run.warm['call_wall_s']} s")
     if "naive" in paths:
         run.naive = run_naive(case, wf, folder, n)
         say(f"{case.name} {n} items, {workers} workers: naive {run.naive['items_per_s']:.0f} items/s "

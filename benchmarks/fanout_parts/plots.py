@@ -16,7 +16,8 @@ def plot(runs: list[Run], results: Path, tag: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     made = []
-    colors = {"ceiling": "black", "dgaas": "tab:blue", "dgaas_steady": "tab:cyan", "naive": "tab:red",
+    colors = {"ceiling": "black", "dgaas": "tab:blue", "dgaas_steady": "tab:cyan", "dgaas_warm": "tab:green",
+              "naive": "tab:red",
               "parsl_floor": "tab:gray"}
     lines = ["-", "--", ":", "-."]
     models = list(dict.fromkeys(r.model for r in runs))
