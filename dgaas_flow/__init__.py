@@ -2,8 +2,9 @@
 
 Python API::
 
-    from dgaas_flow import load_workflow, run_campaign
-    summary = run_campaign(load_workflow("workflows/digits/workflow.yaml"))
+    from dgaas_flow import Session, load_workflow, run_campaign
+    wf = load_workflow("workflows/digits/workflow.yaml")
+    summary = run_campaign(wf)
 
     with Session(wf) as session:            # several campaigns on the same blocks and pilots
         run_campaign(wf, session=session)

@@ -55,21 +55,26 @@ def run_campaign(
     includes stopping the pilots."""
     if session is not None:
         session.check(wf)
+        session.settle()
     campaign = Campaign(wf, out, limit, runs, total)
-    if session is None:
-        own = Session(wf, out)
+    if session is not None:
         try:
-            with own:
-                campaign.run(own, progress, stop)
+            campaign.run(session, progress, stop)
         finally:
-            campaign.stats.end()  # this campaign started the pilots: stopping them is part of its time
-            campaign.write_summary(own)
+            campaign.write_summary(session, fresh=session.read_counters())
         return campaign.summary
+    own = Session(wf, out)
     try:
-        campaign.run(session, progress, stop)
+        own.open()
+    except BaseException:
+        campaign.results.close()  # nothing ran: the last summary stays as it was
+        raise
+    try:
+        campaign.run(own, progress, stop)
     finally:
-        session.read_counters()
-        campaign.write_summary(session)
+        own.close()
+        campaign.stats.end()  # this campaign started the pilots: stopping them is part of its time
+        campaign.write_summary(own, fresh=None)
     return campaign.summary
 
 
@@ -92,21 +97,23 @@ class Campaign:
         self.total = total
         sizes = chunk_sizes(wf, None if total is None else total - self.stats.resumed)
         self.todo = inputs.chunk_runs(runs, sizes, limit, self.results.done if len(self.results.done) else None)
+        self.in_flight: dict[cf.Future, list[Run]] = {}
+        self.pilots_before: dict[tuple, Endpoint] = {}  # the pilots as the campaign began
         self.complete = False
         self.summary: dict[str, Any] = {}
-        self._counters_before: dict[tuple[str, int, str], dict[str, float]] = {}
 
     def run(self, session: Session, progress: str, stop: threading.Event | None) -> None:
         """Fan the chunks out to the session's workers, writing results as they come."""
-        self._counters_before = {_pilot_key(e): e.metrics for e in read_registry(session.registry)}
+        self.pilots_before = {e.key: e for e in read_registry(session.registry)}
         bar = Progress(self.total, self.stats.resumed, mode=progress)
         timeline = Timeline(self.out_dir / TIMELINE, self.stats)
         watch = PilotWatch(session.registry, since=session.started_at)
         try:
             _fan_out(self.todo, self.wf, InferRequest.from_workflow(self.wf), self.results, self.stats,
-                     _Display(bar, timeline, watch), stop or threading.Event())
+                     _Display(bar, timeline, watch), stop or threading.Event(), self.in_flight)
             self.complete = True
         finally:
+            session.abandon(list(self.in_flight))
             watch.read()  # the last display says how the pilots are now, not up to a second ago
             bar.refresh(watch.up, watch.ready)
             timeline.tick(watch.up, watch.ready, force=True)
@@ -115,15 +122,13 @@ class Campaign:
             timeline.close()
             self.stats.end()
 
-    def write_summary(self, session: Session) -> None:
-        self.summary = summarize(self.wf, self.out_dir, self.total, self.stats, self.results.tally,
-                                 session.registry, session.started_at, self._counters_before)
+    def write_summary(self, session: Session, fresh: set[tuple] | None) -> None:
+        """`fresh`: the pilots whose counters were read as the campaign ended; None when every
+        pilot has stopped (their counters are final)."""
+        self.summary = summarize(self.wf, self.out_dir, self.total, self.stats, self.results.tally, session,
+                                 self.pilots_before, fresh)
         self.summary["complete"] = self.complete
         (self.out_dir / SUMMARY).write_text(json.dumps(self.summary, indent=2) + "\n")
-
-
-def _pilot_key(e: Endpoint) -> tuple[str, int, str]:
-    return e.host, e.supervisor_pid, e.started_at
 
 
 class PilotWatch:
@@ -173,8 +178,7 @@ class _Display:
 
 
 def _fan_out(todo: Iterator[list[Run]], wf, request, results, stats: RunStats, display: _Display,
-             stop: threading.Event) -> None:
-    in_flight: dict[cf.Future, list[Run]] = {}
+             stop: threading.Event, in_flight: dict[cf.Future, list[Run]]) -> None:
 
     def collect(done_futures) -> None:
         for fut in done_futures:
@@ -207,23 +211,31 @@ def _fan_out(todo: Iterator[list[Run]], wf, request, results, stats: RunStats, d
     wait_while(lambda: bool(in_flight))
 
 
-def summarize(wf: Workflow, out_dir: Path, total: int | None, stats: RunStats, tally: Tally, registry: Path,
-              since: str, counters_before: dict[tuple[str, int, str], dict[str, float]]) -> dict[str, Any]:
-    """Counts are of results.jsonl (the whole campaign, resumed runs included); speed, latency and
-    Triton's figures are this run's: the counters of this session's pilots as the campaign ended
-    (read then, or final once they stopped), less what they had counted when it began."""
+def summarize(wf: Workflow, out_dir: Path, total: int | None, stats: RunStats, tally: Tally, session: Session,
+              before: dict[tuple, Endpoint], fresh: set[tuple] | None) -> dict[str, Any]:
+    """Counts are of results.jsonl (the whole campaign, resumed runs included); speed, latency,
+    restarts and Triton's figures are this run's: for each pilot of the session that was up during
+    it, the counters as it ended (`fresh`: read then; None: final, the pilots have stopped) less
+    those it had published when it began (`before`)."""
     per_pilot = tally.pilots.copy()
     wall = stats.wall_s
-    this_run = pilots_since(registry, since)
+    gone = ("stopped", "failed")
+    this_run = [e for e in pilots_since(session.registry, session.started_at)
+                if e.key not in before or before[e.key].state not in gone]
+    up = {e.key for e in this_run}
     pilots, triton = [], []
-    for e in read_registry(registry):
+    for e in read_registry(session.registry):
         served = per_pilot.pop(e.http_url or "", 0) + per_pilot.pop(e.grpc_url or "", 0)
+        earlier = before.get(e.key)
         pilots.append({"endpoint": e.http_url, "grpc": e.grpc_url, "host": e.host, "block": e.block,
-                       "batch_job": e.batch_job, "gpus": e.gpus, "restarts": e.restarts, "state": e.state,
-                       "items": served})
-        if e.metrics and e.started_at >= since:  # this session's pilots
-            counted = metrics.subtract(e.metrics, counters_before.get(_pilot_key(e), {}))
-            triton.append({"endpoint": e.http_url, "metrics_url": e.metrics_url, **metrics.describe(counted)})
+                       "batch_job": e.batch_job, "gpus": e.gpus, "state": e.state, "items": served,
+                       "restarts": e.restarts - (earlier.restarts if earlier else 0)})
+        if e.key in up and e.metrics:
+            counted = metrics.subtract(e.metrics, earlier.metrics if earlier else {})
+            entry = {"endpoint": e.http_url, "metrics_url": e.metrics_url, **metrics.describe(counted)}
+            if fresh is not None and e.key not in fresh:
+                entry["stale"] = True  # the pilot did not answer: its counters as it last published them
+            triton.append(entry)
     pilots += [{"endpoint": url, "items": n} for url, n in per_pilot.items()]
     p = wf.provider
     nodes = len(this_run) or p.init_blocks * p.nodes_per_block  # a pilot per node; none: a gateway's
@@ -282,7 +294,7 @@ def format_summary(s: dict[str, Any]) -> str:
         if t["requests"]:
             lines.append(f"  triton {t['endpoint']}: {t['requests']} requests, batch {t['avg_batch']} on average, "
                          f"queue {t['queue_ms_per_request']} ms/request, compute {t['compute_ms_per_execution']} "
-                         f"ms/execution")
+                         f"ms/execution" + (" (as last published: the pilot did not answer)" if t.get("stale") else ""))
     for reason, n in s["failures_by_reason"].items():
         lines.append(f"  failed: {n} x {reason}")
     lines.append(f"  results: {s['out_dir']}/{RESULTS}   summary: {s['out_dir']}/{SUMMARY}")

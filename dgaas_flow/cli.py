@@ -31,8 +31,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UserError("--out names one run folder; with several workflows each writes to its own "
                             "(outputs.dir, or runs/<name>): set outputs.dir in the workflows instead")
         session = Session(workflows[0])
-        for wf in workflows[1:]:  # every mismatch is found before any block starts
+        for wf in workflows[1:]:  # before any block starts
             session.check_compatible(wf)
+        folders = [wf.out_dir() for wf in workflows]
+        if len(set(folders)) < len(folders):
+            again = next(f for f in folders if folders.count(f) > 1)
+            raise UserError(f"two of the workflows write to {again}: the second would only resume the first; "
+                            "give each its own outputs.dir")
 
         def run_all(stop: threading.Event) -> list[dict]:
             done = []

@@ -23,6 +23,9 @@ COUNTERS = {
     "nv_inference_compute_output_duration_us": "compute_output_us",
 }
 GPU_UTILIZATION = "nv_gpu_utilization"  # a gauge, 0..1 per GPU
+# A pilot samples that gauge at each reading and publishes the sum and count of its samples, so a
+# campaign's mean is the difference of two readings, like the counters'.
+GPU_SUM, GPU_SAMPLES = "gpu_utilization_sum", "gpu_utilization_samples"
 
 
 def parse(text: str) -> dict[str, float]:
@@ -59,12 +62,8 @@ def add(total: dict[str, float], reading: dict[str, float]) -> dict[str, float]:
 
 
 def subtract(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    """The counters of what a pilot served between two readings of its endpoint (the GPU
-    utilization, a mean, is the later reading's)."""
-    counted = {k: v - before.get(k, 0.0) for k, v in after.items() if k != "gpu_utilization"}
-    if "gpu_utilization" in after:
-        counted["gpu_utilization"] = after["gpu_utilization"]
-    return counted
+    """What a pilot counted between two readings of its endpoint."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
 def describe(counters: dict[str, float] | None) -> dict[str, Any]:
@@ -74,7 +73,8 @@ def describe(counters: dict[str, float] | None) -> dict[str, Any]:
                 "queue_ms_per_request": None, "compute_ms_per_execution": None, "gpu_utilization": None}
     requests, executions = counters.get("requests", 0.0), counters.get("executions", 0.0)
     per = lambda us, n: round(us / n / 1000.0, 3) if n else None  # noqa: E731
-    gpu = counters.get("gpu_utilization")
+    samples = counters.get(GPU_SAMPLES)
+    gpu = counters.get(GPU_SUM, 0.0) / samples if samples else counters.get("gpu_utilization")
     return {
         "requests": int(requests),
         "failures": int(counters.get("failures", 0.0)),

@@ -5,6 +5,8 @@ later campaign is served at once. A campaign run without a session opens one of 
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +19,12 @@ from dgaas_flow.config import load as load_parsl
 from dgaas_flow.errors import UserError
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
 from dgaas_flow.pilot.supervisor import PilotConfig
+from dgaas_flow.processes import alive
 from dgaas_flow.spec import Workflow
 
 PILOT_STOP_WAIT_S = 30.0
-METRICS_WAIT_S = 5.0  # pilots answer within their supervisor's poll; a shared filesystem may lag
+ABANDONED_WAIT_S = 300.0  # tasks that cannot end (every block gone) hold the next campaign no longer
+METRICS_WAIT_S = 5.0  # pilots answer within their supervisor's poll (0.2 s); a shared filesystem may lag
 
 # What the executor and its pilots are made of: campaigns in one session must agree on these.
 SHARED = ("provider", "triton", "server", "task_retries", "model.repository", "model.name")
@@ -38,9 +42,10 @@ def differences(a: Workflow, b: Workflow) -> list[str]:
     """The fields of SHARED on which two workflows differ."""
 
     def value(wf: Workflow, name: str) -> object:
+        found: object = wf
         for part in name.split("."):
-            wf = getattr(wf, part)
-        return wf
+            found = getattr(found, part)
+        return found
 
     return [name for name in SHARED if value(a, name) != value(b, name)]
 
@@ -69,12 +74,14 @@ class Session:
     workflow's run folder, or `out`) holds what the campaigns share: Parsl's run folder, the pilots'
     settings, endpoint files and logs. One session at a time per process (Parsl loads one config)."""
 
-    def __init__(self, wf: Workflow, out: str | Path | None = None):
+    def __init__(self, wf: Workflow, out: str | Path | None = None) -> None:
         self.wf = wf
         self.dir = wf.out_dir(out)
         self.registry = self.dir / "pilots"
         self.started_at = ""
         self._dfk: DataFlowKernel | None = None
+        self._silent: set[tuple[str, str | None, str]] = set()  # pilots that did not answer a counter request
+        self._abandoned: list[cf.Future] = []  # the tasks an interrupted campaign left running
 
     def __enter__(self) -> Session:
         self.open()
@@ -110,6 +117,7 @@ class Session:
         self.check_compatible(wf)
 
     def check_compatible(self, wf: Workflow) -> None:
+        """Refuse, naming the fields, a workflow whose blocks and pilots would not be these."""
         differ = differences(self.wf, wf)
         if differ:
             raise UserError(
@@ -118,16 +126,42 @@ class Session:
                 "run this workflow in a session of its own"
             )
 
-    def read_counters(self) -> None:
-        """Have the ready pilots publish Triton's counters now, and wait for them (bounded): a
-        campaign's figures are the difference of readings taken as it begins and as it ends."""
-        ready = lambda: [e for e in pilots_since(self.registry, self.started_at) if e.state == "ready"]  # noqa: E731
-        if not ready():
+    def abandon(self, futures: list[cf.Future]) -> None:
+        """An interrupted campaign's tasks still run on the session's workers (Parsl cannot cancel
+        them): the next campaign waits for them (see settle)."""
+        self._abandoned += futures
+
+    def settle(self) -> None:
+        """Before a campaign: wait for the tasks an interrupted one left, so that they neither hold
+        its workers nor count in its Triton figures (the counters are read again after them)."""
+        if not self._abandoned:
             return
+        cf.wait(self._abandoned, timeout=ABANDONED_WAIT_S)
+        self._abandoned = []
+        self.read_counters()
+
+    def read_counters(self) -> set[tuple[str, str | None, str]]:
+        """Have the ready pilots publish Triton's counters now, and wait for them (bounded); return
+        the pilots that did. One that does not answer within METRICS_WAIT_S (its node gone without
+        a word, its server hung) is not waited for again."""
+        if not self._ready():
+            return set()
         request = request_metrics(self.registry)
         deadline = time.monotonic() + METRICS_WAIT_S
-        while time.monotonic() < deadline and any(e.metrics_answered != request for e in ready()):
+        while True:
+            ready = self._ready()
+            answered = {e.key for e in ready if e.metrics_answered == request}
+            silent = {e.key for e in ready} - answered
+            if not silent - self._silent or time.monotonic() >= deadline:
+                self._silent |= silent
+                return answered
             time.sleep(0.02)
+
+    def _ready(self) -> list[Endpoint]:
+        """This session's pilots that say they are ready, less those of this host that are gone."""
+        here = socket.gethostname()
+        return [e for e in pilots_since(self.registry, self.started_at)
+                if e.state == "ready" and (e.host != here or alive(e.supervisor_pid))]
 
     def close(self) -> None:
         """Cancel the blocks and return once their pilots say they stopped (bounded), so no server

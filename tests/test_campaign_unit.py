@@ -13,6 +13,7 @@ from dgaas_flow.inputs import ItemReader
 from dgaas_flow.inputs import enumerate_items as enumerate_files
 from dgaas_flow.records import ChunkRecords
 from dgaas_flow.results import ResultsFile
+from dgaas_flow.session import Session
 from dgaas_flow.spec import load_workflow
 from dgaas_flow.stats import RunStats
 from tests.conftest import WORKFLOW
@@ -115,8 +116,8 @@ def test_summary_counts_the_whole_campaign_and_this_runs_speed(tmp_path, digits_
     results.close()
     stats = RunStats(resumed=len(results.done))
     stats.add(3, 1, [1.0, 2.0, 3.0, 4.0])
-    s = summarize(wf, tmp_path, total=4, stats=stats, tally=results.tally, registry=tmp_path / "pilots", since="",
-                  counters_before={})
+    s = summarize(wf, tmp_path, total=4, stats=stats, tally=results.tally, session=Session(wf, tmp_path),
+                  before={}, fresh=None)
     assert (s["items_total"], s["items_ok"], s["items_failed"]) == (4, 3, 1)
     assert s["accuracy"] == 0.5
     assert s["pilots"] == [{"endpoint": "http://p:1", "items": 2}, {"endpoint": "http://p:2", "items": 1}]

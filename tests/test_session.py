@@ -4,9 +4,12 @@ tests/integration/test_session.py)."""
 from __future__ import annotations
 
 from dgaas_flow import metrics
-from dgaas_flow.pilot.endpoint import metrics_request, request_metrics
-from dgaas_flow.session import differences
+from dgaas_flow.campaign import format_summary, summarize
+from dgaas_flow.pilot.endpoint import Endpoint, metrics_request, read_registry, request_metrics
+from dgaas_flow.results import ResultsFile
+from dgaas_flow.session import Session, differences
 from dgaas_flow.spec import load_workflow
+from dgaas_flow.stats import RunStats
 from tests.conftest import WORKFLOW, copy_workflow, run_cli
 
 
@@ -41,16 +44,51 @@ def test_run_refuses_workflows_that_cannot_share_before_starting_anything(tmp_pa
     result = run_cli("run", a, a, "--out", tmp_path / "one", cwd=tmp_path)
     assert result.returncode == 2 and "set outputs.dir in the workflows instead" in result.stderr
     assert not (tmp_path / "one").exists()
+    result = run_cli("run", a, a, cwd=tmp_path)  # the second would only resume the first
+    assert result.returncode == 2 and f"two of the workflows write to {tmp_path / 'runs' / 'a'}" in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_campaign_counts_what_the_server_did_between_its_two_readings(tmp_path):
-    before = {"requests": 10.0, "inferences": 640.0, "executions": 12.0, "gpu_utilization": 0.2}
-    after = {"requests": 25.0, "inferences": 1600.0, "executions": 20.0, "gpu_utilization": 0.5}
-    counted = metrics.subtract(after, before)
-    assert counted == {"requests": 15.0, "inferences": 960.0, "executions": 8.0, "gpu_utilization": 0.5}
-    assert metrics.describe(counted)["avg_batch"] == 120.0
-    assert metrics.subtract(after, {}) == after  # a pilot that started during the campaign
+    before = {"requests": 10.0, "inferences": 640.0, "executions": 12.0,
+              metrics.GPU_SUM: 0.4, metrics.GPU_SAMPLES: 2.0}
+    after = {"requests": 25.0, "inferences": 1600.0, "executions": 20.0,
+             metrics.GPU_SUM: 2.2, metrics.GPU_SAMPLES: 5.0}
+    counted = metrics.describe(metrics.subtract(after, before))
+    assert (counted["requests"], counted["inferences"], counted["avg_batch"]) == (15, 960, 120.0)
+    assert counted["gpu_utilization"] == 0.6  # this campaign's samples, not the pilot's lifetime mean
+    assert metrics.describe(after)["gpu_utilization"] == 0.44
 
     assert metrics_request(tmp_path) is None
     first, second = request_metrics(tmp_path), request_metrics(tmp_path)
     assert first != second and metrics_request(tmp_path) == second
+
+
+def test_a_session_campaign_summary_counts_only_its_own_pilots_work(tmp_path, digits_data):
+    """Pilots as their endpoint files say: one that stopped before the campaign, one up all along
+    (restarted once during it), one started during it, and one that did not answer the request
+    for counters at the end."""
+    wf = load_workflow(variant(tmp_path, digits_data, "base"))
+    session = Session(wf, tmp_path / "session")
+    session.registry.mkdir(parents=True)
+    session.started_at = "2026-11-29T01:00:00+00:00"
+
+    def pilot(name: str, state: str, requests: float, restarts: int = 0) -> Endpoint:
+        return Endpoint(name=name, host="n1", state=state, started_at="2026-11-29T01:00:05+00:00", restarts=restarts,
+                        http_url=f"http://{name}:8000", metrics={"requests": requests, "inferences": requests})
+
+    before = {e.key: e for e in (pilot("gone", "stopped", 50), pilot("steady", "ready", 100),
+                                 pilot("mute", "ready", 7))}
+    for e in (pilot("gone", "stopped", 50), pilot("steady", "ready", 130, restarts=1), pilot("mute", "ready", 9),
+              pilot("newcomer", "ready", 12)):
+        e.write(session.registry / f"{e.name}.json")
+    stats = RunStats()
+    stats.end()
+    tally = ResultsFile(tmp_path / "results.jsonl").tally
+    s = summarize(wf, tmp_path, 0, stats, tally, session, before,
+                  fresh={e.key for e in read_registry(session.registry) if e.name != "mute"})
+    assert {t["endpoint"]: t["requests"] for t in s["triton"]} == {
+        "http://steady:8000": 30, "http://mute:8000": 2, "http://newcomer:8000": 12}  # not the one gone before
+    assert [t["endpoint"] for t in s["triton"] if t.get("stale")] == ["http://mute:8000"]
+    assert s["restarts"] == 1 and s["blocks"] == 1  # the block is None for all: one
+    assert "as last published: the pilot did not answer" in format_summary({**s, "out_dir": "x"})

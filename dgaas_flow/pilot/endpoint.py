@@ -36,6 +36,7 @@ def batch_job_id(environ: dict[str, str] | os._Environ = os.environ) -> str | No
 
 
 class Endpoint(BaseModel):
+    name: str | None = Field(None, description="the pilot's name, unique on its host (its endpoint file's)")
     http_url: str | None = None
     grpc_url: str | None = None
     metrics_url: str | None = None
@@ -55,7 +56,12 @@ class Endpoint(BaseModel):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Triton's counters over all its server lifetimes (dgaas_flow.metrics)"
     )
-    metrics_answered: str | None = Field(None, description="the last metrics request these counters answer")
+    metrics_answered: str | None = Field(None, description="the last counter request these counters answer")
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        """Which pilot this is, however often its file is rewritten (its ports may change)."""
+        return self.host, self.name, self.started_at
 
     def url(self, protocol: str) -> str | None:
         return self.http_url if protocol == "http" else self.grpc_url

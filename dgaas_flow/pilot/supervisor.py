@@ -73,6 +73,7 @@ class Pilot:
         self._advertised = "127.0.0.1" if listen in ("127.0.0.1", "localhost") else host if listen == "0.0.0.0" \
             else listen
         self.endpoint = Endpoint(
+            name=self.name,
             models=list(config.models),
             gpus=self.gpus,
             block=block,
@@ -88,6 +89,7 @@ class Pilot:
         self._counters_before: dict[str, float] = {}  # Triton's counters from servers that ended
         self._counters_now: dict[str, float] = {}  # the last reading of the running server
         self._gpu_samples = (0, 0.0)  # how many readings, their sum
+        self._metrics_request: str | None = None  # the last counter request read
         self._regions: set[str] = set()  # the Python backend's shared memory of the server now running
         self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
         self._use_ports(Ports(*free_ports(3, listen)))
@@ -273,36 +275,37 @@ class Pilot:
         )
 
     def _answer_metrics_request(self) -> None:
-        """A campaign ending in a session asked for the counters now (endpoint.request_metrics)."""
+        """A campaign in a session asked for the counters now (endpoint.request_metrics): read them
+        once; the endpoint names the request only if the reading succeeded."""
         if self.endpoint_file is None or self.endpoint.state != "ready":
             return
         request = metrics_request(self.endpoint_file.parent)
-        if request is None or request == self.endpoint.metrics_answered:
+        if request is None or request == self._metrics_request:
             return
-        self.endpoint.metrics_answered = request
-        if not self._read_metrics():
-            self._publish()  # answered with the last counters: the server did not give new ones
+        self._metrics_request = request
+        self._read_metrics(answering=request)
 
-    def _read_metrics(self) -> bool:
+    def _read_metrics(self, answering: str | None = None) -> None:
         """Triton's counters so far (those of servers that ended included), published with the
-        endpoint; a server that crashes keeps the counts of its last reading. False when there was
-        no reading to publish."""
+        endpoint; a server that crashes keeps the counts of its last reading. GPU utilization is
+        published as a sum of samples and their count, so that a campaign can take its own mean."""
         try:
             reading = metrics.scrape(self.metrics_probe_url)
         except Exception as exc:  # noqa: BLE001 - metrics are a record, never a reason to stop serving
             self._log(f"cannot read the metrics: {exc}")
-            return False
+            return
         if reading is None:
-            return False
+            return
         if "gpu_utilization" in reading:
             n, total = self._gpu_samples
             self._gpu_samples = (n + 1, total + reading["gpu_utilization"])
         self._counters_now = reading
         self.endpoint.metrics = metrics.add(self._counters_before, reading)
         if self._gpu_samples[0]:
-            self.endpoint.metrics["gpu_utilization"] = self._gpu_samples[1] / self._gpu_samples[0]
+            self.endpoint.metrics[metrics.GPU_SAMPLES], self.endpoint.metrics[metrics.GPU_SUM] = self._gpu_samples
+        if answering is not None:
+            self.endpoint.metrics_answered = answering
         self._publish()
-        return True
 
     def is_ready(self, timeout: float) -> bool:
         return http_get(f"{self.probe_url}/v2/health/ready", timeout)[0] == 200

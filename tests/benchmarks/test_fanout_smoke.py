@@ -48,9 +48,13 @@ def test_fanout_benchmark_end_to_end(tmp_path: Path):
     heavy = summary["models"]["heavy"]
     assert heavy["items"] == 2000
     rates = heavy["items_per_s"]
-    for path in ("ceiling", "dgaas", "naive", "parsl_floor"):
+    for path in ("ceiling", "dgaas", "dgaas_warm", "naive", "parsl_floor"):
         assert rates[path] > 0, path
     assert heavy["dgaas_over_ceiling"] == pytest.approx(rates["dgaas"] / rates["ceiling"], abs=1e-3)
+    assert heavy["dgaas_warm_over_ceiling"] == pytest.approx(rates["dgaas_warm"] / rates["ceiling"], abs=1e-3)
+    warm = heavy["warm"]  # a second campaign in the session: its own items, time and server figures
+    assert warm["failed"] == 0 and warm["call_wall_s"] > 0 and warm["campaign_wall_s"] > 0
+    assert warm["triton"][0]["requests"] == warm["requests"] > 0
     assert heavy["dgaas_over_naive"] == pytest.approx(rates["dgaas"] / rates["naive"], abs=1e-3)
     after = heavy["ceiling"]["after_items_per_s"]  # measured again once the other paths have run
     assert after > 0 and heavy["ceiling"]["drift"] == pytest.approx(after / rates["ceiling"], abs=1e-3)
@@ -60,13 +64,15 @@ def test_fanout_benchmark_end_to_end(tmp_path: Path):
 
     # every item of the campaign and of the naive path has its one result
     run_dir = tmp_path / "work" / "heavy" / "n2000-w2"
-    for results_file in (run_dir / "run" / "results.jsonl", run_dir / "naive" / "results.jsonl"):
+    for results_file in (run_dir / "run" / "results.jsonl", run_dir / "warm" / "results.jsonl",
+                         run_dir / "naive" / "results.jsonl"):
         ids = [json.loads(line)["id"] for line in results_file.read_text().splitlines()]
         assert len(ids) == len(set(ids)) == 2000
     # the campaign and the naive path ran the same model on the same items
     served = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "run" / "results.jsonl").open())}
     naive = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "naive" / "results.jsonl").open())}
-    assert served == naive
+    warm = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "warm" / "results.jsonl").open())}
+    assert served == naive == warm
 
     assert (results / "fanout.md").read_text().count("| heavy |") == 1
     assert json.loads((results / "fanout.json").read_text())["models"]["heavy"]["items"] == 2000

@@ -4,11 +4,12 @@ all, each campaign's results and Triton figures are its own, and closing the ses
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
-from dgaas_flow.campaign import run_campaign
+from dgaas_flow.campaign import enumerate_runs, run_campaign
 from dgaas_flow.errors import UserError
 from dgaas_flow.pilot.endpoint import read_registry
 from dgaas_flow.session import Session
@@ -49,6 +50,28 @@ def test_campaigns_in_a_session_share_one_pilot_and_count_their_own_work(tmp_pat
         b = run_campaign(second, progress="quiet", session=session)
         (endpoint,) = read_registry(session.registry)  # no second pilot started
         assert endpoint.state == "ready"
+
+        # A campaign stopped with chunks in flight: its tasks run on, and the next campaign waits
+        # for them, so that its workers are free and its Triton figures hold none of their requests.
+        again = load_workflow(digits_workflow(tmp_path, images, "again"))
+        again.chunk_size = 16
+        stop = threading.Event()
+
+        def runs_then_stop():
+            for i, run in enumerate(enumerate_runs(again)):
+                if i == 200:
+                    stop.set()
+                yield run
+
+        with pytest.raises(KeyboardInterrupt):
+            run_campaign(again, progress="quiet", session=session, stop=stop, runs=runs_then_stop(), total=1797)
+        stopped = json.loads((again.out_dir() / "summary.json").read_text())
+        assert not stopped["complete"] and 0 < stopped["items_this_run"] < 1797
+        rerun = run_campaign(again, progress="quiet", session=session)
+        assert rerun["items_this_run"] == 1797 - stopped["items_this_run"] and rerun["items_ok"] == 1797
+        (triton,) = rerun["triton"]
+        assert (triton["requests"], triton["inferences"]) == (rerun["requests"], rerun["items_this_run"])
+        served_once(again.out_dir(), 1797)
 
     assert endpoint.pid is not None and not processes_mentioning(f"--http-port={endpoint.http_url.split(':')[-1]}")
     assert (read_registry(session.registry)[0].state) == "stopped"
