@@ -19,39 +19,43 @@ from dgaas_flow.pilot.run import DEFAULT_PILOT_DIR
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from dgaas_flow.campaign import format_summary, run_campaign
-    from dgaas_flow.session import Session
     from dgaas_flow.spec import load_workflow
 
     workflows = [load_workflow(path, provider=args.provider) for path in args.workflow]
     if len(workflows) == 1:
-        summaries = [_until_signalled(lambda stop: run_campaign(
-            workflows[0], out=args.out, limit=args.limit, progress=_progress(args), stop=stop))]
-    else:
-        if args.out:
-            raise UserError("--out names one run folder; with several workflows each writes to its own "
-                            "(outputs.dir, or runs/<name>): set outputs.dir in the workflows instead")
-        session = Session(workflows[0])
-        for wf in workflows[1:]:  # before any block starts
-            session.check_compatible(wf)
-        folders = [wf.out_dir() for wf in workflows]
-        if len(set(folders)) < len(folders):
-            again = next(f for f in folders if folders.count(f) > 1)
-            raise UserError(f"two of the workflows write to {again}: the second would only resume the first; "
-                            "give each its own outputs.dir")
+        summary = _until_signalled(lambda stop: run_campaign(workflows[0], out=args.out, limit=args.limit,
+                                                             progress=_progress(args), stop=stop))
+        print(format_summary(summary))
+        return 0 if summary["items_failed"] == 0 else 1
+    session = _shared_session(workflows, args.out)
 
-        def run_all(stop: threading.Event) -> list[dict]:
-            done = []
-            with session:
-                for wf in workflows:
-                    done.append(run_campaign(wf, limit=args.limit, progress=_progress(args), stop=stop,
-                                             session=session))
-                    print(format_summary(done[-1]), flush=True)
-            return done
+    def run_all(stop: threading.Event) -> list[dict]:
+        done = []
+        with session:
+            for wf in workflows:
+                done.append(run_campaign(wf, limit=args.limit, progress=_progress(args), stop=stop, session=session))
+                print(format_summary(done[-1]), flush=True)
+        return done
 
-        summaries = _until_signalled(run_all)
-    if len(summaries) == 1:
-        print(format_summary(summaries[0]))
-    return 0 if all(s["items_failed"] == 0 for s in summaries) else 1
+    return 0 if all(s["items_failed"] == 0 for s in _until_signalled(run_all)) else 1
+
+
+def _shared_session(workflows: list, out: Path | None):
+    """The session several workflows run in, checked before any block starts."""
+    from dgaas_flow.session import Session
+
+    if out:
+        raise UserError("--out names one run folder; with several workflows each writes to its own "
+                        "(outputs.dir, or runs/<name>): set outputs.dir in the workflows instead")
+    session = Session(workflows[0])
+    for wf in workflows[1:]:
+        session.check_compatible(wf)
+    folders = [wf.out_dir() for wf in workflows]
+    if len(set(folders)) < len(folders):
+        again = next(f for f in folders if folders.count(f) > 1)
+        raise UserError(f"two of the workflows write to {again}: the second would only resume the first; "
+                        "give each its own outputs.dir")
+    return session
 
 
 def _cmd_scale_test(args: argparse.Namespace) -> int:

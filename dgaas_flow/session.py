@@ -153,7 +153,7 @@ class Session:
             answered = {e.key for e in ready if e.metrics_answered == request}
             silent = {e.key for e in ready} - answered
             if not silent - self._silent or time.monotonic() >= deadline:
-                self._silent |= silent
+                self._silent = (self._silent | silent) - answered
                 return answered
             time.sleep(0.02)
 
@@ -172,7 +172,7 @@ class Session:
             self._dfk.cleanup()
         finally:
             parsl.clear()
-            self._dfk = None
+            self._dfk, self._abandoned, self._silent = None, [], set()
             self._wait_for_pilots()
 
     def _wait_for_pilots(self) -> None:
