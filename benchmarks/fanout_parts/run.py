@@ -62,7 +62,8 @@ class Run:
         if self.warm:
             out["warm"] = {k: self.warm[k] for k in ("campaign_wall_s", "call_wall_s", "steady_items_per_s",
                                                       "time_to_first_result_s", "failed", "requests", "triton",
-                                                      "cpu_us_per_item", "steady_cpu_us_per_item")}
+                                                      "driver_peak_rss_mb", "cpu_us_per_item",
+                                                      "steady_cpu_us_per_item")}
         if self.naive:
             out["naive"] = {k: self.naive[k] for k in ("load_s_per_task", "infer_s_per_task", "tasks")}
         return out
