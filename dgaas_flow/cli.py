@@ -10,11 +10,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from dgaas_flow.errors import PilotError, ServiceError, UserError
 from dgaas_flow.pilot.run import DEFAULT_PILOT_DIR
+
+if TYPE_CHECKING:  # imported where used: light commands start without Parsl
+    from dgaas_flow.session import Session
+    from dgaas_flow.spec import Workflow
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -40,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(s["items_failed"] == 0 for s in _until_signalled(run_all)) else 1
 
 
-def _shared_session(workflows: list, out: Path | None):
+def _shared_session(workflows: list[Workflow], out: Path | None) -> Session:
     """The session several workflows run in, checked before any block starts."""
     from dgaas_flow.session import Session
 
