@@ -35,7 +35,7 @@ def enumerate_runs(wf: Workflow) -> Iterator[Run]:
 def _lost_chunk(chunk: list[Run], exc: BaseException) -> dict[str, Any]:
     message = f"task failed after all retries: {type(exc).__name__}: {exc}"
     items = [i for run in chunk for i in run.items()]
-    lost = records.ChunkRecords([i.id for i in items], [i.label for i in items])
+    lost = records.ChunkRecords(records.quote(i.id for i in items), [i.label for i in items])
     lost.fail(range(len(items)), message, None)
     return lost.outcome([])
 

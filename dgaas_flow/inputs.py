@@ -15,6 +15,7 @@ import os
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice, repeat, takewhile
+from json.encoder import encode_basestring_ascii as json_string
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,15 @@ class Run:
             yield self.rel + self.suffix
             return
         yield from (f"{self.rel}:{row}{self.suffix}" for row in range(self.start, self.start + self.count))
+
+    def quoted_ids(self) -> list[str]:
+        """The ids as JSON strings, quotes included, as result lines hold them. Escaping is per
+        character, so the escaped head and tail of a rows run hold for every row: an id then costs
+        one format, where making it and escaping it cost a tenth of a tiny model's item."""
+        if self.start is None:
+            return [json_string(self.rel + self.suffix)]
+        head, tail = json_string(f"{self.rel}:")[:-1], json_string(self.suffix)[1:]
+        return [f"{head}{row}{tail}" for row in range(self.start, self.start + self.count)]
 
     def items(self) -> Iterator[InputItem]:
         rows = [None] if self.start is None else range(self.start, self.start + self.count)

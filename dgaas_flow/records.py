@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring_ascii as json_string
 from typing import Any
 
@@ -42,31 +42,30 @@ def _success_lines(
     ids: Sequence[str], labels: Sequence[str | None] | None, out: np.ndarray, top_k: int, class_names: list[str],
     pilot: str | None, block: str | None, latency_ms: float,
 ) -> tuple[list[str], list[str | None]]:
-    """One line per item of a request's output (batch first), and each item's prediction; labels
-    None: none of the items has one."""
+    """One line per item of a request's output (batch first) and, where there are labels, each item's
+    prediction; `ids` quoted (see `quote`); labels None: none of the items has one."""
     flat = out.reshape(len(ids), -1)
     tail = f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},"latency_ms":{round(latency_ms, 3)!r}'
+    end = tail + "}\n" if labels is None else ""  # no labels: a line is one format
     if top_k == 0:
-        heads = [f'{{"id":{json_string(i)},"output":{json.dumps(row)}'
-                 for i, row in zip(ids, flat.tolist(), strict=True)]
-        predictions: list[str | None] = [None] * len(ids)
+        lines = [f'{{"id":{i},"output":{json.dumps(row)}{end}' for i, row in zip(ids, flat.tolist(), strict=True)]
+        predictions: list[str | None] = [None] * len(ids) if labels is not None else []
     else:
         index, value = _ranked(flat, min(top_k, flat.shape[1]))
         names = [json_string(n) for n in class_names]
-        scores = _numbers(value[:, 0])
-        predictions = [class_names[k] for k in index[:, 0].tolist()]
-        heads = [f'{{"id":{json_string(i)},"prediction":{names[k]},"score":{s}'
-                 for i, k, s in zip(ids, index[:, 0].tolist(), scores, strict=True)]
+        best = index[:, 0].tolist()
+        predictions = [class_names[k] for k in best] if labels is not None else []
+        last = end if top_k == 1 else ""
+        lines = [f'{{"id":{i},"prediction":{names[k]},"score":{s}{last}'
+                 for i, k, s in zip(ids, best, _numbers(value[:, 0]), strict=True)]
         if top_k > 1:
-            pairs = [[f"[{names[k]},{s}]" for k, s in zip(ks, _numbers(vs), strict=True)]
-                     for ks, vs in zip(index.tolist(), value, strict=True)]
-            heads = [f'{h},"top":[{",".join(p)}]' for h, p in zip(heads, pairs, strict=True)]
+            tops = [",".join(f"[{names[k]},{s}]" for k, s in zip(ks, _numbers(vs), strict=True))
+                    for ks, vs in zip(index.tolist(), value, strict=True)]
+            lines = [f'{h},"top":[{t}]{end}' for h, t in zip(lines, tops, strict=True)]
     if labels is None:
-        end = tail + "}\n"
-        return [h + end for h in heads], predictions
-    lines = [h + tail + _label(label, prediction) + "}\n"
-             for h, label, prediction in zip(heads, labels, predictions, strict=True)]
-    return lines, predictions
+        return lines, predictions
+    return [h + tail + _label(label, prediction) + "}\n"
+            for h, label, prediction in zip(lines, labels, predictions, strict=True)], predictions
 
 
 def _label(label: str | None, prediction: str | None) -> str:
@@ -78,9 +77,15 @@ def _label(label: str | None, prediction: str | None) -> str:
     return f',"label":{json_string(label)},"correct":{"true" if prediction == label else "false"}'
 
 
-def _error_line(item_id: str, message: str, pilot: str | None, label: str | None) -> str:
-    return json.dumps({"id": item_id, "ok": False, "error": message, "pilot": pilot},
-                      separators=(",", ":"))[:-1] + _label(label, None) + "}\n"
+def _error_line(quoted_id: str, message: str, pilot: str | None, label: str | None) -> str:
+    return f'{{"id":{quoted_id},' + json.dumps({"ok": False, "error": message, "pilot": pilot},
+                                               separators=(",", ":"))[1:-1] + _label(label, None) + "}\n"
+
+
+def quote(ids: Iterable[str]) -> list[str]:
+    """Ids as `ChunkRecords` takes them: JSON strings, quotes included (`inputs.Run.quoted_ids`
+    makes a run's without escaping each)."""
+    return [json_string(i) for i in ids]
 
 
 def _reason(message: str) -> str:
@@ -104,10 +109,10 @@ class ChunkRecords:
     lines are made, so that the end of a campaign does not read its results.jsonl back (4 s for a
     million items)."""
 
-    def __init__(self, ids: list[str], labels: list[str | None]):
-        self.ids, self.labels = ids, labels
-        self.labelled_items = any(label is not None for label in labels)
-        self.lines = [""] * len(ids)
+    def __init__(self, quoted_ids: list[str], labels: list[str | None]):
+        self.ids, self.labels = quoted_ids, labels
+        self.labelled_items = labels.count(None) < len(labels)
+        self.lines = [""] * len(quoted_ids)
         self.failed = self.labelled = self.correct = 0
         self.pilots: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()

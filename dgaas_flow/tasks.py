@@ -32,7 +32,7 @@ from dgaas_flow.gateway.bearer import optional_auth_headers
 from dgaas_flow.inputs import Item, ItemReader, Run
 from dgaas_flow.pilot.discovery import resolve_endpoint
 
-# What a task infers: (ids, path, their array or why it cannot be read, their known label).
+# What a task infers: (quoted ids, path, their array or why it cannot be read, their known label).
 Block = tuple[list[str], str, np.ndarray | Exception, str | None]
 
 
@@ -196,7 +196,7 @@ def _values(
 def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
     """Infer a chunk in-process: {"results": one record (a dict) per item, in order, "latencies_ms":
     per request}. For your own scripts; a campaign appends `infer_lines`'s text as it is."""
-    blocks = ((ids, path, data, None) for ids, path, data in ItemReader(req.format).blocks(items))
+    blocks = ((records.quote(ids), path, data, None) for ids, path, data in ItemReader(req.format).blocks(items))
     out = infer_lines(blocks, req)
     return {"results": [json.loads(line) for line in out["jsonl"].splitlines()],
             "latencies_ms": out["latencies_ms"]}
@@ -219,7 +219,7 @@ def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
     reader = ItemReader(req.format)
     runs = [Run(*fields) for fields in json.loads(chunk)]
     return infer_lines(
-        ((list(run.ids()), run.path, reader.read(run.path, run.start, run.count), run.label) for run in runs), req)
+        ((run.quoted_ids(), run.path, reader.read(run.path, run.start, run.count), run.label) for run in runs), req)
 
 
 infer_encoded_chunk = python_app(infer_encoded)

@@ -11,7 +11,7 @@ from dgaas_flow import inputs
 from dgaas_flow.campaign import summarize
 from dgaas_flow.inputs import ItemReader
 from dgaas_flow.inputs import enumerate_items as enumerate_files
-from dgaas_flow.records import ChunkRecords
+from dgaas_flow.records import ChunkRecords, quote
 from dgaas_flow.results import ResultsFile
 from dgaas_flow.session import Session
 from dgaas_flow.spec import load_workflow
@@ -73,7 +73,7 @@ def test_resume_keeps_each_success_once_and_retries_errors_and_torn_lines(tmp_pa
     results = ResultsFile(path)
     assert len(results.done) == 2 and "a" in results.done and "c" in results.done
     assert "b" not in results.done and "d" not in results.done and "" not in results.done
-    again = ChunkRecords(["b", "d"], [None, None])
+    again = ChunkRecords(quote(["b", "d"]), [None, None])
     again.succeed([0, 1], np.eye(2, dtype=np.float32), 1, ["0", "1"], None, None, 1.0)
     results.append(again.outcome([1.0]))
     results.close()
@@ -107,7 +107,7 @@ def test_summary_counts_the_whole_campaign_and_this_runs_speed(tmp_path, digits_
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in earlier))
     results = ResultsFile(path)
-    chunk = ChunkRecords(["2", "3", "4"], ["5", "1", None])
+    chunk = ChunkRecords(quote(["2", "3", "4"]), ["5", "1", None])
     digits = [str(d) for d in range(10)]
     chunk.succeed([0], np.eye(10, dtype=np.float32)[[4]], 1, digits, "http://p:1", "0", 2.0)
     chunk.fail([1], "cannot read: x: bad", None)

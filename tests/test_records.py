@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from dgaas_flow import records
+from dgaas_flow import inputs, records
 
 NAMES = ["g", "q", 'W "boosted"', "Z", "tëp"]
 
@@ -21,7 +21,7 @@ def _parsed(lines: list[str]) -> list[dict]:
 def success_lines(ids: list[str], labels: list[str | None], out: np.ndarray, top_k: int, names: list[str],
                   pilot: str | None, block: str | None, latency_ms: float) -> list[str]:
     """The lines of one request whose items are a whole chunk."""
-    chunk = records.ChunkRecords(ids, labels)
+    chunk = records.ChunkRecords(records.quote(ids), labels)
     chunk.succeed(range(len(ids)), out, top_k, names, pilot, block, latency_ms)
     return chunk.lines
 
@@ -68,7 +68,7 @@ def test_non_finite_scores_stay_readable_json(bad):
 
 
 def test_a_chunk_keeps_item_order_and_counts_what_the_summary_reports():
-    chunk = records.ChunkRecords(['a "1"', "b", "c", "d"], ["W", None, "y", "x"])
+    chunk = records.ChunkRecords(records.quote(['a "1"', "b", "c", "d"]), ["W", None, "y", "x"])
     chunk.fail([0], "cannot read: x.npy: broken", None)
     chunk.succeed([3, 2], np.array([[0.2, 0.8], [0.9, 0.1]], dtype=np.float32), 1, ["x", "y"], "http://h:1", "0", 1.0)
     chunk.fail([1], "timeout", "http://h:1")
@@ -83,9 +83,20 @@ def test_a_chunk_keeps_item_order_and_counts_what_the_summary_reports():
 
 
 def test_each_row_goes_to_its_own_position_in_any_order():
-    chunk = records.ChunkRecords(["a", "b", "c", "d", "e", "f"], [None] * 6)
+    chunk = records.ChunkRecords(records.quote("abcdef"), [None] * 6)
     out = np.eye(4, dtype=np.float32)  # row k predicts class k
     chunk.succeed([2, 4, 3, 5], out, 1, ["0", "1", "2", "3"], None, None, 1.0)
     chunk.succeed(range(2), out[:2], 1, ["0", "1", "2", "3"], None, None, 1.0)
     got = {rec["id"]: rec["prediction"] for rec in _parsed(chunk.lines)}
     assert got == {"a": "0", "b": "1", "c": "0", "e": "1", "d": "2", "f": "3"}
+
+
+@pytest.mark.parametrize("rel, suffix", [("a.npy", ""), ('odd "dir"\\ é/ß.npy', "#2"), ("x\ty.npy", "#1")])
+def test_a_runs_quoted_ids_are_its_ids_as_json_writes_them(rel, suffix):
+    rows = inputs.Run("/any/" + rel, rel, None, 7, 3, suffix)
+    whole = inputs.Run("/any/" + rel, rel, None, suffix=suffix)
+    for run in (rows, whole):
+        assert run.quoted_ids() == [json.dumps(i) for i in run.ids()]
+    out = np.eye(3, dtype=np.float32)
+    lines = success_lines(list(rows.ids()), [None] * 3, out, 1, ["0", "1", "2"], None, None, 1.0)
+    assert [r["id"] for r in _parsed(lines)] == [f"{rel}:{row}{suffix}" for row in (7, 8, 9)]
