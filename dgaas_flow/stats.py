@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 TIMELINE_EVERY_S = 1.0
@@ -19,14 +20,21 @@ _FIRST_BUCKET_US, _BUCKET_GROWTH = 50, 1.25
 
 
 class Latencies:
-    """Request latencies; percentiles exact to 0.1 %, plus a log-bucketed distribution to plot."""
+    """Request latencies; percentiles exact to 0.1 %, plus a log-bucketed distribution to plot.
+
+    The distribution and the mean are computed here from the histogram's counts: hdrh's own
+    iterators walk every one of its thousands of sub-buckets in Python, 60-100 ms per summary,
+    which was half of what a small campaign in a session cost."""
 
     def __init__(self) -> None:
         self._hist = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+        self._sum_us = 0
 
     def record(self, latencies_ms: list[float]) -> None:
         for ms in latencies_ms:
-            self._hist.record_value(min(max(int(ms * 1000.0), _LOWEST_US), _HIGHEST_US))
+            us = min(max(int(ms * 1000.0), _LOWEST_US), _HIGHEST_US)
+            self._hist.record_value(us)
+            self._sum_us += us
 
     @property
     def count(self) -> int:
@@ -37,13 +45,25 @@ class Latencies:
             return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None, "histogram": []}
         ms = lambda us: round(us / 1000.0, 3)  # noqa: E731
         result: dict[str, Any] = {f"p{q}": ms(self._hist.get_value_at_percentile(q)) for q in (50, 95, 99)}
-        result["mean"] = ms(self._hist.get_mean_value())
+        result["mean"] = ms(self._sum_us / self.count)
         result["max"] = ms(self._hist.get_max_value())
-        result["histogram"] = [
-            [ms(step.value_iterated_to), step.count_added_in_this_iter_step]
-            for step in self._hist.get_log_iterator(_FIRST_BUCKET_US, _BUCKET_GROWTH)
-        ]
+        result["histogram"] = [[ms(upper), n] for upper, n in self.buckets(_FIRST_BUCKET_US, _BUCKET_GROWTH)]
         return result
+
+    def buckets(self, first_us: float, growth: float) -> list[tuple[float, int]]:
+        """(upper bound in µs, count) of log-spaced buckets up to the largest latency: what hdrh's
+        `get_log_iterator(first_us, growth)` gives, counted over the recorded sub-buckets only."""
+        hist = self._hist
+        counts = np.ctypeslib.as_array(hist.counts)[: hist.counts_len]
+        recorded = np.flatnonzero(counts)
+        values = np.array([hist.get_value_from_index(int(i)) for i in recorded])
+        uppers, lowest = [float(first_us)], [hist.get_lowest_equivalent_value(first_us)]
+        while lowest[-1] < values[-1]:  # a bucket holds the values up to its upper bound's sub-bucket
+            uppers.append(uppers[-1] * growth)
+            lowest.append(hist.get_lowest_equivalent_value(uppers[-1]))
+        bucket = np.searchsorted(np.array(lowest), values, side="left")
+        sums = np.bincount(bucket, weights=counts[recorded], minlength=len(uppers))
+        return [(upper, int(n)) for upper, n in zip(uppers, sums, strict=True)]
 
 
 @dataclass
