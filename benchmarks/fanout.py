@@ -13,7 +13,8 @@ For each model and item count (and each worker count of --workers):
             peak RSS;
   warm      the same campaign run second in a session (`dgaas-flow run warm-up.yaml warm.yaml`, the
             warm-up on other items): the block, the pilot and the workers' clients are up, as the
-            server is for the ceiling; items / its own campaign time;
+            server is for the ceiling; items / its own campaign time; --warm-repeats sessions (3),
+            the median reported;
   naive     what batch jobs do without a shared server: each Parsl task loads the model in-process
             and infers its chunk (the same chunks, the same executor and workers, no Triton);
   floor     empty Parsl tasks per second through the same executor configuration.
@@ -77,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--search-seconds", type=float, default=2.0, help="seconds per ceiling search case")
     p.add_argument("--ceiling-min-seconds", type=float, default=3.0,
                    help="the ceiling's timed run repeats whole passes over the items for at least this long")
+    p.add_argument("--warm-repeats", type=int, default=3,
+                   help="warm campaigns per benchmark (each its own session); the median is reported")
     p.add_argument("--floor-tasks", type=int, default=500, help="at least this many empty tasks for the floor")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="items and run folders (default runs/bench-fanout)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where the markdown, JSON and plots go")

@@ -37,7 +37,8 @@ def test_fanout_benchmark_end_to_end(tmp_path: Path):
     results = tmp_path / "results"
     cmd = [sys.executable, str(SCRIPT), "--model", "heavy", "--items", "2000", "--work", str(tmp_path / "work"),
            "--results", str(results), "--ceiling-protocols", "http", "--ceiling-batches", "256,0",
-           "--ceiling-procs", "2", "--search-seconds", "0.5", "--ceiling-min-seconds", "0.5", "--floor-tasks", "50"]
+           "--ceiling-procs", "2", "--search-seconds", "0.5", "--ceiling-min-seconds", "0.5", "--floor-tasks", "50",
+           "--warm-repeats", "2"]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
@@ -54,6 +55,7 @@ def test_fanout_benchmark_end_to_end(tmp_path: Path):
     assert heavy["dgaas_warm_over_ceiling"] == pytest.approx(rates["dgaas_warm"] / rates["ceiling"], abs=1e-3)
     warm = heavy["warm"]  # a second campaign in the session: its own items, time and server figures
     assert warm["failed"] == 0 and warm["call_wall_s"] > 0 and warm["campaign_wall_s"] > 0
+    assert len(warm["repeats_items_per_s"]) == 2 and rates["dgaas_warm"] == min(warm["repeats_items_per_s"])
     assert warm["triton"][0]["requests"] == warm["requests"] > 0
     assert heavy["dgaas_over_naive"] == pytest.approx(rates["dgaas"] / rates["naive"], abs=1e-3)
     after = heavy["ceiling"]["after_items_per_s"]  # measured again once the other paths have run
