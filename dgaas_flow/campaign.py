@@ -61,7 +61,7 @@ def run_campaign(
         try:
             campaign.run(session, progress, stop)
         finally:
-            campaign.write_summary(session, fresh=session.read_counters())
+            campaign.write_summary(session, fresh=session.read_counters(campaign.stats.served_by))
         return campaign.summary
     own = Session(wf, out)
     try:
@@ -188,7 +188,7 @@ def _fan_out(todo: Iterator[list[Run]], wf, request, results, stats: RunStats, d
             except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
                 outcome = _lost_chunk(chunk, exc)
             results.append(outcome)
-            stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"])
+            stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"], outcome["pilots"])
             display.advance(outcome["items"], outcome["failed"])
             # a finished Parsl future holds its result until Python's cycle collector frees both; the
             # chunk's text (a megabyte at 8,192 items) goes now, so memory does not grow with chunks

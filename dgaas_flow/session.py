@@ -24,7 +24,8 @@ from dgaas_flow.spec import Workflow
 
 PILOT_STOP_WAIT_S = 30.0
 ABANDONED_WAIT_S = 300.0  # tasks that cannot end (every block gone) hold the next campaign no longer
-METRICS_WAIT_S = 5.0  # pilots answer within their supervisor's poll (0.2 s); a shared filesystem may lag
+METRICS_WAIT_S = 5.0  # pilots answer within REQUEST_IDLE_S (2 s) at most; a shared filesystem may lag
+METRICS_POLL_S = 0.05  # the registry is read this often meanwhile
 
 # What the executor and its pilots are made of: campaigns in one session must agree on these.
 SHARED = ("provider", "triton", "server", "task_retries", "model.repository", "model.name")
@@ -140,22 +141,26 @@ class Session:
         self._abandoned = []
         self.read_counters()
 
-    def read_counters(self) -> set[tuple[str, str | None, str]]:
+    def read_counters(self, served: set[str] | None = None) -> set[tuple[str, str | None, str]]:
         """Have the ready pilots publish Triton's counters now, and wait for them (bounded); return
-        the pilots that did. One that does not answer within METRICS_WAIT_S (its node gone without
-        a word, its server hung) is not waited for again."""
-        if not self._ready():
-            return set()
+        the pilots whose counters are current: those that answered, and those that served none of
+        `served` (a campaign's endpoint URLs; None: all pilots count as serving), whose counters
+        this campaign did not move. One that does not answer within METRICS_WAIT_S (its node gone
+        without a word, its server hung) is not waited for again."""
+        ready = self._ready()
+        idle = {e.key for e in ready if served is not None and not {e.http_url, e.grpc_url} & served}
+        if len(idle) == len(ready):
+            return idle
         request = request_metrics(self.registry)
         deadline = time.monotonic() + METRICS_WAIT_S
         while True:
-            ready = self._ready()
             answered = {e.key for e in ready if e.metrics_answered == request}
-            silent = {e.key for e in ready} - answered
+            silent = {e.key for e in ready} - answered - idle
             if not silent - self._silent or time.monotonic() >= deadline:
                 self._silent = (self._silent | silent) - answered
-                return answered
-            time.sleep(0.02)
+                return answered | idle
+            time.sleep(METRICS_POLL_S)
+            ready = self._ready()
 
     def _ready(self) -> list[Endpoint]:
         """This session's pilots that say they are ready, less those of this host that are gone."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,8 +79,9 @@ class RunStats:
     last_result_s: float | None = None
     ended: float | None = None
     latencies: Latencies = field(default_factory=Latencies)
+    served_by: set[str] = field(default_factory=set)  # the endpoints (URLs) that served this run's items
 
-    def add(self, items: int, failed: int, latencies_ms: list[float]) -> None:
+    def add(self, items: int, failed: int, latencies_ms: list[float], pilots: Iterable[str] = ()) -> None:
         now = time.monotonic() - self.started
         if self.first_result_s is None:
             self.first_result_s, self.first_items = now, items
@@ -87,6 +89,7 @@ class RunStats:
         self.items += items
         self.failed += failed
         self.latencies.record(latencies_ms)
+        self.served_by.update(pilots)
 
     def end(self) -> None:
         """The campaign's time stops here (a summary written later keeps it)."""

@@ -3,9 +3,15 @@ tests/integration/test_session.py)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from dgaas_flow import metrics
+from dgaas_flow import session as session_module
 from dgaas_flow.campaign import format_summary, summarize
+from dgaas_flow.pilot import supervisor
 from dgaas_flow.pilot.endpoint import Endpoint, metrics_request, read_registry, request_metrics
+from dgaas_flow.pilot.supervisor import Pilot, PilotConfig
 from dgaas_flow.results import ResultsFile
 from dgaas_flow.session import Session, differences
 from dgaas_flow.spec import load_workflow
@@ -92,3 +98,56 @@ def test_a_session_campaign_summary_counts_only_its_own_pilots_work(tmp_path, di
     assert [t["endpoint"] for t in s["triton"] if t.get("stale")] == ["http://mute:8000"]
     assert s["restarts"] == 1 and s["blocks"] == 1  # the block is None for all: one
     assert "as last published: the pilot did not answer" in format_summary({**s, "out_dir": "x"})
+
+
+def test_a_pilot_looks_for_counter_requests_at_every_poll_only_while_campaigns_follow_one_another(
+        tmp_path, monkeypatch):
+    """The request file lives on the shared filesystem: an idle pilot opens it every REQUEST_IDLE_S,
+    not at every poll. (The clock is moved by setting the pilot's own deadlines.)"""
+    pilot = Pilot(PilotConfig(repository=tmp_path, registry=tmp_path / "pilots", log_dir=tmp_path / "logs"))
+    pilot.endpoint.state = "ready"
+    opened, answered = [], []
+    monkeypatch.setattr(supervisor, "metrics_request", lambda registry: opened.append(1) or metrics_request(registry))
+    monkeypatch.setattr(pilot, "_read_metrics", lambda answering=None: answered.append(answering))
+    (tmp_path / "pilots").mkdir()
+
+    first = request_metrics(tmp_path / "pilots")  # idle (no campaign for a while): found at its next check
+    pilot._answer_metrics_request()
+    second = request_metrics(tmp_path / "pilots")  # a campaign that followed: found at the next poll
+    pilot._answer_metrics_request()
+    assert answered == [first, second] and len(opened) == 2
+
+    pilot._request_fast_until = 0.0  # REQUEST_FAST_S later, without a request
+    pilot._answer_metrics_request()
+    third = request_metrics(tmp_path / "pilots")
+    for _ in range(5):  # polls within REQUEST_IDLE_S: the file is not opened
+        pilot._answer_metrics_request()
+    assert answered == [first, second] and len(opened) == 3
+    pilot._next_request_check = 0.0  # REQUEST_IDLE_S later
+    pilot._answer_metrics_request()
+    assert answered == [first, second, third] and len(opened) == 4
+
+
+def test_a_campaign_waits_only_for_the_pilots_that_served_it(tmp_path, digits_data, monkeypatch):
+    wf = load_workflow(variant(tmp_path, digits_data, "a"))
+    session = Session(wf, tmp_path / "session")
+    session.registry.mkdir(parents=True)
+    busy = Endpoint(name="busy", host="node-a", http_url="http://node-a:1", state="ready")
+    idle = Endpoint(name="idle", host="node-b", http_url="http://node-b:1", state="ready")
+    for e in (busy, idle):
+        e.write(session.registry / f"{e.name}.json")
+
+    def answer() -> None:  # what the busy pilot's supervisor does (tested above)
+        while (request := metrics_request(session.registry)) is None:
+            time.sleep(0.01)
+        busy.model_copy(update={"metrics_answered": request}).write(session.registry / "busy.json")
+
+    responder = threading.Thread(target=answer)
+    responder.start()
+    assert session.read_counters({"http://node-a:1"}) == {busy.key, idle.key}
+    responder.join()
+
+    monkeypatch.setattr(session_module, "METRICS_WAIT_S", 0.2)
+    assert session.read_counters({"http://node-b:1"}) == {busy.key}  # idle did not answer: its figures are stale
+    assert session._silent == {idle.key}
+    assert session.read_counters({"http://node-c:1"}) == {busy.key, idle.key}  # neither served: nothing to wait for

@@ -33,6 +33,13 @@ STOP_GRACE_S = 8.0
 BACKEND_SHM = "triton_python_backend_shm_region_"
 PORT_ATTEMPTS = 3
 POLL_S = 0.2
+# A campaign in a session asks for Triton's counters as it ends, through a file in the registry (a
+# shared filesystem on a cluster). A pilot looks for that file at every poll while campaigns follow
+# one another (for REQUEST_FAST_S after it answered one, or after it became ready), and otherwise
+# every REQUEST_IDLE_S: a long campaign then waits at most that long for its figures, and a
+# thousand pilots cost the filesystem 500 opens a second, not 5,000.
+REQUEST_FAST_S = 30.0
+REQUEST_IDLE_S = 2.0
 
 
 class PilotConfig(BaseModel):
@@ -90,6 +97,7 @@ class Pilot:
         self._counters_now: dict[str, float] = {}  # the last reading of the running server
         self._gpu_samples = (0, 0.0)  # how many readings, their sum
         self._metrics_request: str | None = None  # the last counter request read
+        self._request_fast_until = self._next_request_check = 0.0  # monotonic times (see REQUEST_FAST_S)
         self._regions: set[str] = set()  # the Python backend's shared memory of the server now running
         self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
         self._use_ports(Ports(*free_ports(3, listen)))
@@ -172,6 +180,7 @@ class Pilot:
             self._set_state("stopped" if self._stop.is_set() else "failed")
             return
         self._set_state("ready")
+        self._request_fast_until = time.monotonic() + REQUEST_FAST_S  # a session's first campaign may be short
         self._ready.set()
         try:
             self._supervise()
@@ -277,13 +286,15 @@ class Pilot:
     def _answer_metrics_request(self) -> None:
         """A campaign in a session asked for the counters now (endpoint.request_metrics): read them
         once; the endpoint names the request only if the reading succeeded."""
-        if self.endpoint_file is None or self.endpoint.state != "ready":
+        now = time.monotonic()
+        if self.endpoint_file is None or self.endpoint.state != "ready" or now < self._next_request_check:
             return
         request = metrics_request(self.endpoint_file.parent)
-        if request is None or request == self._metrics_request:
-            return
-        self._metrics_request = request
-        self._read_metrics(answering=request)
+        if request is not None and request != self._metrics_request:
+            self._metrics_request = request
+            self._request_fast_until = now + REQUEST_FAST_S
+            self._read_metrics(answering=request)
+        self._next_request_check = now + (0.0 if now < self._request_fast_until else REQUEST_IDLE_S)
 
     def _read_metrics(self, answering: str | None = None) -> None:
         """Triton's counters so far (those of servers that ended included), published with the
