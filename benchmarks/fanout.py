@@ -58,6 +58,13 @@ def _ints(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {n}")
+    return n
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -78,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--search-seconds", type=float, default=2.0, help="seconds per ceiling search case")
     p.add_argument("--ceiling-min-seconds", type=float, default=3.0,
                    help="the ceiling's timed run repeats whole passes over the items for at least this long")
-    p.add_argument("--warm-repeats", type=int, default=3,
+    p.add_argument("--warm-repeats", type=_positive, default=3,
                    help="warm campaigns per benchmark (each its own session); the median is reported")
     p.add_argument("--floor-tasks", type=int, default=500, help="at least this many empty tasks for the floor")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="items and run folders (default runs/bench-fanout)")

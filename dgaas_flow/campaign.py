@@ -61,7 +61,9 @@ def run_campaign(
         try:
             campaign.run(session, progress, stop)
         finally:
-            campaign.write_summary(session, fresh=session.read_counters(campaign.stats.served_by))
+            # an interrupted campaign's chunks in flight reached pilots it cannot name
+            served = campaign.stats.served_by if campaign.complete else None
+            campaign.write_summary(session, fresh=session.read_counters(served))
         return campaign.summary
     own = Session(wf, out)
     try:
@@ -123,8 +125,9 @@ class Campaign:
             self.stats.end()
 
     def write_summary(self, session: Session, fresh: set[tuple] | None) -> None:
-        """`fresh`: the pilots whose counters were read as the campaign ended; None when every
-        pilot has stopped (their counters are final)."""
+        """`fresh`: the pilots whose counters are current as the campaign ended (read then, or not
+        asked by it: see Session.read_counters); None when every pilot has stopped (their counters
+        are final)."""
         self.summary = summarize(self.wf, self.out_dir, self.total, self.stats, self.results.tally, session,
                                  self.pilots_before, fresh)
         self.summary["complete"] = self.complete
@@ -188,7 +191,7 @@ def _fan_out(todo: Iterator[list[Run]], wf, request, results, stats: RunStats, d
             except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
                 outcome = _lost_chunk(chunk, exc)
             results.append(outcome)
-            stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"], outcome["pilots"])
+            stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"], outcome["contacted"])
             display.advance(outcome["items"], outcome["failed"])
             # a finished Parsl future holds its result until Python's cycle collector frees both; the
             # chunk's text (a megabyte at 8,192 items) goes now, so memory does not grow with chunks
@@ -215,7 +218,7 @@ def summarize(wf: Workflow, out_dir: Path, total: int | None, stats: RunStats, t
               before: dict[tuple, Endpoint], fresh: set[tuple] | None) -> dict[str, Any]:
     """Counts are of results.jsonl (the whole campaign, resumed runs included); speed, latency,
     restarts and Triton's figures are this run's: for each pilot of the session that was up during
-    it, the counters as it ended (`fresh`: read then; None: final, the pilots have stopped) less
+    it, the counters as it ended (`fresh`: current then; None: final, the pilots have stopped) less
     those it had published when it began (`before`)."""
     per_pilot = tally.pilots.copy()
     wall = stats.wall_s

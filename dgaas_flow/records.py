@@ -48,7 +48,8 @@ def _success_lines(
     tail = f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},"latency_ms":{round(latency_ms, 3)!r}'
     end = tail + "}\n" if labels is None else ""  # no labels: a line is one format
     if top_k == 0:
-        lines = [f'{{"id":{i},"output":{json.dumps(row)}{end}' for i, row in zip(ids, flat.tolist(), strict=True)]
+        lines = [f'{{"id":{i},"output":{json.dumps(row, separators=(",", ":"))}{end}'
+                 for i, row in zip(ids, flat.tolist(), strict=True)]
         predictions: list[str | None] = [None] * len(ids) if labels is not None else []
     else:
         index, value = _ranked(flat, min(top_k, flat.shape[1]))
@@ -116,6 +117,7 @@ class ChunkRecords:
         self.failed = self.labelled = self.correct = 0
         self.pilots: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
+        self.contacted: set[str] = set()  # the servers asked, whether they answered or not
 
     def succeed(self, positions: Sequence[int], out: np.ndarray, top_k: int, class_names: list[str],
                 pilot: str | None, block: str | None, latency_ms: float) -> None:
@@ -132,6 +134,8 @@ class ChunkRecords:
             for p, line in zip(positions, lines, strict=True):
                 self.lines[p] = line
         self.pilots[pilot or "?"] += len(positions)
+        if pilot:
+            self.contacted.add(pilot)
         if labels is None:
             return
         checked = [label == prediction for label, prediction in zip(labels, predictions, strict=True)
@@ -144,6 +148,8 @@ class ChunkRecords:
             self.lines[p] = _error_line(self.ids[p], message, pilot, self.labels[p])
         self.failed += len(positions)
         self.reasons[_reason(message)] += len(positions)
+        if pilot:
+            self.contacted.add(pilot)
 
     def outcome(self, latencies_ms: list[float]) -> dict[str, Any]:
         """The chunk as the campaign appends it: its lines as bytes (Parsl's serializer, dill, moves a
@@ -151,4 +157,4 @@ class ChunkRecords:
         latencies."""
         return {"jsonl": "".join(self.lines).encode(), "items": len(self.lines), "failed": self.failed,
                 "latencies_ms": latencies_ms, "pilots": dict(self.pilots), "reasons": dict(self.reasons),
-                "labelled": self.labelled, "correct": self.correct}
+                "labelled": self.labelled, "correct": self.correct, "contacted": sorted(self.contacted)}

@@ -24,7 +24,7 @@ from dgaas_flow.spec import Workflow
 
 PILOT_STOP_WAIT_S = 30.0
 ABANDONED_WAIT_S = 300.0  # tasks that cannot end (every block gone) hold the next campaign no longer
-METRICS_WAIT_S = 5.0  # pilots answer within REQUEST_IDLE_S (2 s) at most; a shared filesystem may lag
+METRICS_WAIT_S = 5.0  # pilots answer within about REQUEST_IDLE_S (2 s); a shared filesystem may lag
 METRICS_POLL_S = 0.05  # the registry is read this often meanwhile
 
 # What the executor and its pilots are made of: campaigns in one session must agree on these.
@@ -62,6 +62,14 @@ def _parsl_loaded() -> bool:
     except NoDataFlowKernelError:
         return False
     return True
+
+
+def _not_asked(pilots: list[Endpoint], served: set[str] | None) -> set[tuple[str, str | None, str]]:
+    """The pilots none of the `served` URLs belongs to. When a URL is no pilot's (a gateway, or a
+    server.url in front of them), or the URLs are unknown (None), any pilot may have served."""
+    if served is None or served - {url for e in pilots for url in (e.http_url, e.grpc_url) if url}:
+        return set()
+    return {e.key for e in pilots if not {e.http_url, e.grpc_url} & served}
 
 
 def pilots_since(registry: Path, since: str) -> list[Endpoint]:
@@ -143,12 +151,12 @@ class Session:
 
     def read_counters(self, served: set[str] | None = None) -> set[tuple[str, str | None, str]]:
         """Have the ready pilots publish Triton's counters now, and wait for them (bounded); return
-        the pilots whose counters are current: those that answered, and those that served none of
-        `served` (a campaign's endpoint URLs; None: all pilots count as serving), whose counters
-        this campaign did not move. One that does not answer within METRICS_WAIT_S (its node gone
-        without a word, its server hung) is not waited for again."""
+        the pilots whose counters are current: those that answered, and those none of `served` (the
+        server URLs a campaign's chunks asked; None: unknown) belongs to, whose counters it did not
+        move. One that does not answer within METRICS_WAIT_S (its node gone without a word, its
+        server hung) is not waited for again."""
         ready = self._ready()
-        idle = {e.key for e in ready if served is not None and not {e.http_url, e.grpc_url} & served}
+        idle = _not_asked(ready, served)
         if len(idle) == len(ready):
             return idle
         request = request_metrics(self.registry)
@@ -161,6 +169,7 @@ class Session:
                 return answered | idle
             time.sleep(METRICS_POLL_S)
             ready = self._ready()
+            idle = _not_asked(ready, served)
 
     def _ready(self) -> list[Endpoint]:
         """This session's pilots that say they are ready, less those of this host that are gone."""

@@ -79,7 +79,7 @@ def test_a_chunk_keeps_item_order_and_counts_what_the_summary_reports():
     outcome = chunk.outcome([1.5])
     assert outcome == {"jsonl": "".join(chunk.lines).encode(), "items": 4, "failed": 2, "latencies_ms": [1.5],
                        "pilots": {"http://h:1": 2}, "reasons": {"cannot read": 1, "timeout": 1},
-                       "labelled": 2, "correct": 0}
+                       "labelled": 2, "correct": 0, "contacted": ["http://h:1"]}
 
 
 def test_each_row_goes_to_its_own_position_in_any_order():
@@ -91,7 +91,8 @@ def test_each_row_goes_to_its_own_position_in_any_order():
     assert got == {"a": "0", "b": "1", "c": "0", "e": "1", "d": "2", "f": "3"}
 
 
-@pytest.mark.parametrize("rel, suffix", [("a.npy", ""), ('odd "dir"\\ é/ß.npy', "#2"), ("x\ty.npy", "#1")])
+@pytest.mark.parametrize("rel, suffix", [("a.npy", ""), ('odd "dir"\\ é/ß.npy', "#2"), ("x\ty.npy", "#1"),
+                                         ("\U0001f600 \ud800.npy", "")])
 def test_a_runs_quoted_ids_are_its_ids_as_json_writes_them(rel, suffix):
     rows = inputs.Run("/any/" + rel, rel, None, 7, 3, suffix)
     whole = inputs.Run("/any/" + rel, rel, None, suffix=suffix)
@@ -100,3 +101,27 @@ def test_a_runs_quoted_ids_are_its_ids_as_json_writes_them(rel, suffix):
     out = np.eye(3, dtype=np.float32)
     lines = success_lines(list(rows.ids()), [None] * 3, out, 1, ["0", "1", "2"], None, None, 1.0)
     assert [r["id"] for r in _parsed(lines)] == [f"{rel}:{row}{suffix}" for row in (7, 8, 9)]
+
+
+@pytest.mark.parametrize("top_k", [0, 1, 3])
+@pytest.mark.parametrize("labelled", [False, True])
+def test_every_kind_of_line_is_byte_for_byte_what_json_dumps_writes(top_k, labelled):
+    ids = ["a.npy:0", 'b "q"\\ é.npy', "\U0001f600.npy", "d"]
+    labels = ["q", None, "Z", "g"] if labelled else [None] * 4
+    chunk = records.ChunkRecords(records.quote(ids), labels)
+    out = np.array([[0.1, 0.7, 0.05, 0.1, 0.05], [0.3, 0.2, 0.1, 0.35, 0.05], [0.0, 0.0, 0.0, 1.0, 0.0]],
+                   dtype=np.float32)
+    chunk.succeed([0, 1, 2], out, top_k, NAMES, "http://h:1", "0", 2.5)
+    chunk.fail([3], 'cannot read: d: "bad" ü', None)
+    for line, record in zip(chunk.lines, _parsed(chunk.lines), strict=True):
+        assert line == json.dumps(record, separators=(",", ":")) + "\n"
+    assert [r["id"] for r in _parsed(chunk.lines)] == ids
+
+
+def test_a_server_that_only_failed_counts_as_asked():
+    """A campaign reads the counters of every server its chunks asked: failures count there too."""
+    chunk = records.ChunkRecords(records.quote(["a", "b"]), [None, None])
+    chunk.fail([0], "cannot read: a: broken", None)
+    chunk.fail([1], "InferenceServerException: model crashed", "http://h:2")
+    outcome = chunk.outcome([])
+    assert outcome["pilots"] == {} and outcome["contacted"] == ["http://h:2"]

@@ -104,6 +104,7 @@ def test_a_pilot_looks_for_counter_requests_at_every_poll_only_while_campaigns_f
         tmp_path, monkeypatch):
     """The request file lives on the shared filesystem: an idle pilot opens it every REQUEST_IDLE_S,
     not at every poll. (The clock is moved by setting the pilot's own deadlines.)"""
+    monkeypatch.setattr(supervisor, "REQUEST_IDLE_S", 3600.0)  # the polls below all fall within it
     pilot = Pilot(PilotConfig(repository=tmp_path, registry=tmp_path / "pilots", log_dir=tmp_path / "logs"))
     pilot.endpoint.state = "ready"
     opened, answered = [], []
@@ -137,17 +138,25 @@ def test_a_campaign_waits_only_for_the_pilots_that_served_it(tmp_path, digits_da
     for e in (busy, idle):
         e.write(session.registry / f"{e.name}.json")
 
+    late = Endpoint(name="late", host="node-c", http_url="http://node-c:1", state="ready")
+
     def answer() -> None:  # what the busy pilot's supervisor does (tested above)
         while (request := metrics_request(session.registry)) is None:
             time.sleep(0.01)
+        late.write(session.registry / "late.json")  # ready meanwhile: it served nothing, so is not waited for
         busy.model_copy(update={"metrics_answered": request}).write(session.registry / "busy.json")
 
-    responder = threading.Thread(target=answer)
+    responder = threading.Thread(target=answer, daemon=True)
     responder.start()
-    assert session.read_counters({"http://node-a:1"}) == {busy.key, idle.key}
-    responder.join()
+    assert session.read_counters({"http://node-a:1"}) == {busy.key, idle.key, late.key}
+    responder.join(timeout=10)
+    assert not responder.is_alive()
+    (session.registry / "late.json").unlink()
 
     monkeypatch.setattr(session_module, "METRICS_WAIT_S", 0.2)
     assert session.read_counters({"http://node-b:1"}) == {busy.key}  # idle did not answer: its figures are stale
     assert session._silent == {idle.key}
-    assert session.read_counters({"http://node-c:1"}) == {busy.key, idle.key}  # neither served: nothing to wait for
+    assert session.read_counters(set()) == {busy.key, idle.key}  # a campaign that asked no server
+    session._silent = set()
+    # a URL that is no pilot's (a gateway in front of them): any of them may have served
+    assert session.read_counters({"http://gateway:1"}) == set() and session._silent == {busy.key, idle.key}

@@ -285,7 +285,8 @@ class Pilot:
 
     def _answer_metrics_request(self) -> None:
         """A campaign in a session asked for the counters now (endpoint.request_metrics): read them
-        once; the endpoint names the request only if the reading succeeded."""
+        once; the endpoint names the request only if the reading succeeded (a failed one is not
+        tried again: the campaign marks these figures stale, and a log line per poll would not help)."""
         now = time.monotonic()
         if self.endpoint_file is None or self.endpoint.state != "ready" or now < self._next_request_check:
             return
