@@ -148,8 +148,8 @@ class PilotWatch:
         """This run's pilots as their endpoint files say now."""
         self._last = time.monotonic()
         endpoints = pilots_since(self.registry, self.since)
-        self.ready = sum(1 for e in endpoints if e.state == "ready")
-        self.up = sum(1 for e in endpoints if e.state in ("starting", "ready", "restarting"))
+        self.ready = sum(1 for e in endpoints if e.serving())
+        self.up = self.ready + sum(1 for e in endpoints if e.state in ("starting", "restarting"))
         return endpoints
 
     def counts(self) -> tuple[int, int]:

@@ -6,7 +6,6 @@ later campaign is served at once. A campaign run without a session opens one of 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,6 @@ from dgaas_flow.config import load as load_parsl
 from dgaas_flow.errors import UserError
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
 from dgaas_flow.pilot.supervisor import PilotConfig
-from dgaas_flow.processes import alive
 from dgaas_flow.spec import Workflow
 
 PILOT_STOP_WAIT_S = 30.0
@@ -172,10 +170,8 @@ class Session:
             idle = _not_asked(ready, served)
 
     def _ready(self) -> list[Endpoint]:
-        """This session's pilots that say they are ready, less those of this host that are gone."""
-        here = socket.gethostname()
-        return [e for e in pilots_since(self.registry, self.started_at)
-                if e.state == "ready" and (e.host != here or alive(e.supervisor_pid))]
+        """This session's pilots that serve: ready, and not gone (see Endpoint.gone)."""
+        return [e for e in pilots_since(self.registry, self.started_at) if e.serving()]
 
     def close(self) -> None:
         """Cancel the blocks and return once their pilots say they stopped (bounded), so no server

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
-from dgaas_flow.processes import alive
 
 COLLECTOR_CONSTRAINT = "TRITON_ADDRESS =!= undefined"
 COLLECTOR_PROJECTION = ["Name", "Machine", "TRITON_ADDRESS", "TRITON_GRPC_ADDRESS", "GLIDEIN_Site"]
@@ -114,19 +113,16 @@ def endpoint_target(endpoint: Endpoint, source: str = "registry") -> Target | No
 @dataclass
 class RegistrySource:
     """Pilots that published into a registry folder (`pilot start --dir`, a campaign's pilots).
-    Only state "ready" counts; a pilot of this host whose supervisor is gone is skipped (a killed
-    pilot cannot mark its file stopped)."""
+    Only pilots that serve count: ready, and not gone (a pilot of this host whose supervisor has
+    exited, or one elsewhere whose heartbeat stopped: see Endpoint.gone)."""
 
     path: Path
     name: str = "registry"
 
     def targets(self) -> list[Target]:
-        this_host = socket.gethostname()
         found = []
         for endpoint in read_registry(Path(self.path)):
-            if endpoint.state != "ready":
-                continue
-            if endpoint.host == this_host and not alive(endpoint.supervisor_pid):
+            if not endpoint.serving():
                 continue
             target = endpoint_target(endpoint, f"{self.name}:{self.path}")
             if target is not None:

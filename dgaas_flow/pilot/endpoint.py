@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,12 +14,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from dgaas_flow.processes import write_atomic
+from dgaas_flow.processes import alive, write_atomic
 
 ENV_URL = "DGAAS_TRITON_URL"
 ENV_GRPC_URL = "DGAAS_TRITON_GRPC_URL"
 ENV_ENDPOINT_FILE = "DGAAS_ENDPOINT_FILE"
 METRICS_REQUEST = "metrics-request"  # in a registry: the id of the latest request for fresh counters
+SILENT_MIN_S = 60.0  # a remote pilot's file must be older than this to count as gone: hosts' clocks differ
 
 
 def batch_job_id(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
@@ -57,11 +59,29 @@ class Endpoint(BaseModel):
         default_factory=dict, description="Triton's counters over all its server lifetimes (dgaas_flow.metrics)"
     )
     metrics_answered: str | None = Field(None, description="the last counter request these counters answer")
+    heartbeat_at: float | None = Field(None, description="when the pilot last wrote this file (Unix time, its clock)")
+    heartbeat_every_s: float | None = Field(None, description="how often it writes it, at least, while ready")
 
     @property
     def key(self) -> tuple[str, str | None, str]:
         """Which pilot this is, however often its file is rewritten (its ports may change)."""
         return self.host, self.name, self.started_at
+
+    def gone(self, now: float | None = None) -> bool:
+        """Whether a pilot that may say it serves cannot: on this host, its supervisor has exited
+        (a killed pilot cannot mark its file stopped); on another, it is ready but has not written
+        its file for three of its intervals, and at least SILENT_MIN_S (its node died without a
+        word). Pilots that publish no heartbeat (older versions) are taken at their word."""
+        if self.host == socket.gethostname():
+            return not alive(self.supervisor_pid)
+        if self.state != "ready" or self.heartbeat_at is None or not self.heartbeat_every_s:
+            return False
+        silent = (time.time() if now is None else now) - self.heartbeat_at
+        return silent > max(SILENT_MIN_S, 3 * self.heartbeat_every_s)
+
+    def serving(self) -> bool:
+        """Ready, and not gone."""
+        return self.state == "ready" and not self.gone()
 
     def url(self, protocol: str) -> str | None:
         return self.http_url if protocol == "http" else self.grpc_url

@@ -127,7 +127,7 @@ def status(state_dir: Path) -> list[dict]:
     rows = []
     for e in read_registry(state_dir):
         row = json.loads(e.model_dump_json())
-        row["running"] = alive(e.supervisor_pid) and e.state not in ("stopped", "failed")
+        row["running"] = e.state not in ("stopped", "failed") and not e.gone()
         rows.append(row)
     return rows
 

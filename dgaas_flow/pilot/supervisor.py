@@ -86,6 +86,7 @@ class Pilot:
             block=block,
             launch=settings.launch,
             log=str(self.log_file),
+            heartbeat_every_s=settings.health_interval_s,
         )
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
@@ -205,8 +206,8 @@ class Pilot:
             return None
         self._next_probe = time.monotonic() + settings.health_interval_s
         self._misses = 0 if self.is_ready(timeout=settings.health_interval_s) else self._misses + 1
-        if not self._misses:
-            self._read_metrics()
+        if not self._misses and not self._read_metrics():
+            self._publish()  # the heartbeat: readers elsewhere tell a live pilot from a dead node by it
         if self._misses < settings.health_failures:
             return None
         self._terminate(kill=True)
@@ -297,17 +298,18 @@ class Pilot:
             self._read_metrics(answering=request)
         self._next_request_check = now + (0.0 if now < self._request_fast_until else REQUEST_IDLE_S)
 
-    def _read_metrics(self, answering: str | None = None) -> None:
+    def _read_metrics(self, answering: str | None = None) -> bool:
         """Triton's counters so far (those of servers that ended included), published with the
         endpoint; a server that crashes keeps the counts of its last reading. GPU utilization is
-        published as a sum of samples and their count, so that a campaign can take its own mean."""
+        published as a sum of samples and their count, so that a campaign can take its own mean.
+        Whether a reading was published."""
         try:
             reading = metrics.scrape(self.metrics_probe_url)
         except Exception as exc:  # noqa: BLE001 - metrics are a record, never a reason to stop serving
             self._log(f"cannot read the metrics: {exc}")
-            return
+            return False
         if reading is None:
-            return
+            return False
         if "gpu_utilization" in reading:
             n, total = self._gpu_samples
             self._gpu_samples = (n + 1, total + reading["gpu_utilization"])
@@ -318,6 +320,7 @@ class Pilot:
         if answering is not None:
             self.endpoint.metrics_answered = answering
         self._publish()
+        return True
 
     def is_ready(self, timeout: float) -> bool:
         return http_get(f"{self.probe_url}/v2/health/ready", timeout)[0] == 200
@@ -386,6 +389,7 @@ class Pilot:
 
     def _publish(self) -> None:
         if self.endpoint_file is not None:
+            self.endpoint.heartbeat_at = time.time()
             self.endpoint.write(self.endpoint_file)
 
     def _log(self, message: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 from dgaas_flow.gateway.discovery import (
@@ -75,6 +76,9 @@ def test_registry_source_keeps_only_ready_pilots_that_are_alive(tmp_path: Path):
     publish("restarting", "restarting", 8030)
     publish("dead", "ready", 8040, supervisor_pid=2**22 + 12345)  # killed: its file still says ready
     publish("remote", "ready", 8050, supervisor_pid=2**22 + 12345, host="another-node", ip="10.9.8.7")
+    lost = Endpoint(http_url="http://10.9.8.6:8060", grpc_url="grpc://10.9.8.6:8061", state="ready",
+                    host="lost-node", heartbeat_at=time.time() - 3600, heartbeat_every_s=5.0)
+    lost.write(tmp_path / "lost.json")  # its node died without a word: its heartbeat stopped an hour ago
     (tmp_path / "garbage.json").write_text("{not json")
     targets = RegistrySource(tmp_path).targets()
     assert sorted(t.http[1] for t in targets) == [8000, 8050]

@@ -208,3 +208,18 @@ def test_a_port_taken_before_the_server_binds_it_means_new_ports(pilot_config, f
         assert all(r["ok"] for r in out["results"])
     finally:
         pilot.stop()
+
+
+def test_a_live_pilot_keeps_its_endpoint_file_fresh(pilot_config):
+    """The heartbeat other hosts tell a live pilot from a dead node by: written at every health
+    probe, whether or not Triton's metrics could be read."""
+    pilot_config.triton = TritonSettings(health_interval_s=0.3)
+    with Pilot(pilot_config) as pilot:
+        first = Endpoint.read(pilot.endpoint_file)
+        assert first.heartbeat_every_s == 0.3 and first.heartbeat_at is not None
+        wait_for(lambda: Endpoint.read(pilot.endpoint_file).heartbeat_at > first.heartbeat_at + 0.5,
+                 what="a later heartbeat")
+        pilot.metrics_probe_url = "http://127.0.0.1:9/metrics"  # nothing answers: the heartbeat goes on
+        seen = Endpoint.read(pilot.endpoint_file).heartbeat_at
+        wait_for(lambda: Endpoint.read(pilot.endpoint_file).heartbeat_at > seen + 0.5,
+                 what="a heartbeat without metrics")

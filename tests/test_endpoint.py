@@ -1,0 +1,43 @@
+"""Which published pilots serve: a file that says `ready` may belong to a pilot that is gone."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from dgaas_flow.campaign import PilotWatch
+from dgaas_flow.pilot.endpoint import SILENT_MIN_S, Endpoint
+
+DEAD_PID = 2**22 + 12345
+
+
+def remote(state: str = "ready", silent_s: float | None = 0.0, every_s: float | None = 5.0) -> Endpoint:
+    heartbeat = None if silent_s is None else time.time() - silent_s
+    return Endpoint(host="wn042.example.org", state=state, supervisor_pid=DEAD_PID, heartbeat_at=heartbeat,
+                    heartbeat_every_s=every_s, http_url="http://10.1.2.3:8000")
+
+
+def test_a_remote_pilot_is_gone_once_its_heartbeat_stops():
+    assert remote(silent_s=10).serving()  # its pid means nothing here: only the heartbeat counts
+    assert not remote(silent_s=SILENT_MIN_S + 1).serving()  # its node died without a word
+    assert remote(silent_s=SILENT_MIN_S + 1, every_s=30).serving()  # within three of its own intervals
+    assert not remote(silent_s=91, every_s=30).serving()
+    assert remote(silent_s=None).serving()  # a pilot that publishes no heartbeat is taken at its word
+    assert not remote("starting", silent_s=600).gone()  # a slow start (an image pull) writes no heartbeat
+
+
+def test_a_pilot_of_this_host_is_gone_once_its_supervisor_has_exited():
+    here = socket.gethostname()
+    assert Endpoint(host=here, state="ready", supervisor_pid=os.getpid(), heartbeat_at=0.0,
+                    heartbeat_every_s=5.0).serving()
+    assert not Endpoint(host=here, state="ready", supervisor_pid=DEAD_PID).serving()
+
+
+def test_the_progress_display_counts_only_the_pilots_that_serve(tmp_path):
+    remote(silent_s=1).write(tmp_path / "live.json")
+    remote(silent_s=3600).write(tmp_path / "lost.json")
+    remote("starting", silent_s=None).write(tmp_path / "starting.json")
+    watch = PilotWatch(tmp_path, since="")
+    watch.read()
+    assert (watch.up, watch.ready) == (2, 1)
