@@ -149,7 +149,7 @@ class PilotWatch:
         self._last = time.monotonic()
         endpoints = pilots_since(self.registry, self.since)
         self.ready = sum(1 for e in endpoints if e.serving())
-        self.up = self.ready + sum(1 for e in endpoints if e.state in ("starting", "restarting"))
+        self.up = self.ready + sum(1 for e in endpoints if e.state in ("starting", "restarting") and not e.gone())
         return endpoints
 
     def counts(self) -> tuple[int, int]:

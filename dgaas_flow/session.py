@@ -188,6 +188,6 @@ class Session:
     def _wait_for_pilots(self) -> None:
         deadline = time.monotonic() + PILOT_STOP_WAIT_S
         while time.monotonic() < deadline:
-            if all(e.state in ("stopped", "failed") for e in pilots_since(self.registry, self.started_at)):
+            if all(e.state in ("stopped", "failed") or e.gone() for e in pilots_since(self.registry, self.started_at)):
                 return
             time.sleep(0.2)

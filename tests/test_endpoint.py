@@ -8,6 +8,7 @@ import time
 
 from dgaas_flow.campaign import PilotWatch
 from dgaas_flow.pilot.endpoint import SILENT_MIN_S, Endpoint
+from dgaas_flow.pilot.run import status, stop_all
 
 DEAD_PID = 2**22 + 12345
 
@@ -25,6 +26,9 @@ def test_a_remote_pilot_is_gone_once_its_heartbeat_stops():
     assert not remote(silent_s=91, every_s=30).serving()
     assert remote(silent_s=None).serving()  # a pilot that publishes no heartbeat is taken at its word
     assert not remote("starting", silent_s=600).gone()  # a slow start (an image pull) writes no heartbeat
+    assert not remote("restarting", silent_s=600).gone()
+    beat = remote(silent_s=0)
+    assert beat.gone(now=beat.heartbeat_at + SILENT_MIN_S + 1) and not beat.gone(now=beat.heartbeat_at + 1)
 
 
 def test_a_pilot_of_this_host_is_gone_once_its_supervisor_has_exited():
@@ -41,3 +45,14 @@ def test_the_progress_display_counts_only_the_pilots_that_serve(tmp_path):
     watch = PilotWatch(tmp_path, since="")
     watch.read()
     assert (watch.up, watch.ready) == (2, 1)
+
+
+def test_pilot_status_and_stop_judge_other_hosts_by_their_heartbeat_and_leave_their_files(tmp_path):
+    remote(silent_s=1).model_copy(update={"name": "live"}).write(tmp_path / "live.json")
+    remote(silent_s=3600).model_copy(update={"name": "lost"}).write(tmp_path / "lost.json")
+    Endpoint(name="killed", host=socket.gethostname(), state="ready",
+             supervisor_pid=DEAD_PID).write(tmp_path / "killed.json")
+    assert {row["name"]: row["running"] for row in status(tmp_path)} == {"live": True, "lost": False,
+                                                                          "killed": False}
+    assert stop_all(tmp_path) == 0  # the killed one was not running; the others are not this host's
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["live.json", "lost.json"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -124,6 +125,8 @@ def start_daemon(serve_argv: list[str], state_dir: Path, timeout_s: float) -> tu
 
 
 def status(state_dir: Path) -> list[dict]:
+    """Every pilot of the folder, with `running`: not stopped or failed, and not gone (see
+    Endpoint.gone: another host's starting or restarting pilot writes no heartbeat, so counts)."""
     rows = []
     for e in read_registry(state_dir):
         row = json.loads(e.model_dump_json())
@@ -133,10 +136,14 @@ def status(state_dir: Path) -> list[dict]:
 
 
 def stop_all(state_dir: Path) -> int:
-    """Stop every pilot recorded in state_dir; returns how many were running."""
-    stopped = 0
+    """Stop every pilot of this host recorded in state_dir, and forget it; returns how many were
+    running. Other hosts' pilots (the folder may be shared) are theirs to stop: their pids mean
+    nothing here."""
+    here, stopped = socket.gethostname(), 0
     for path in sorted(state_dir.glob("*.json")):
         endpoint = Endpoint.read(path)
+        if endpoint.host != here:
+            continue
         if alive(endpoint.supervisor_pid) and endpoint.state not in ("stopped", "failed"):
             terminate_pid(endpoint.supervisor_pid)
             stopped += 1

@@ -206,8 +206,8 @@ class Pilot:
             return None
         self._next_probe = time.monotonic() + settings.health_interval_s
         self._misses = 0 if self.is_ready(timeout=settings.health_interval_s) else self._misses + 1
-        if not self._misses and not self._read_metrics():
-            self._publish()  # the heartbeat: readers elsewhere tell a live pilot from a dead node by it
+        if self._misses or not self._read_metrics():
+            self._publish()  # the heartbeat, at every probe: readers elsewhere tell a live pilot from a dead node by it
         if self._misses < settings.health_failures:
             return None
         self._terminate(kill=True)
@@ -388,9 +388,15 @@ class Pilot:
         self._publish()
 
     def _publish(self) -> None:
-        if self.endpoint_file is not None:
-            self.endpoint.heartbeat_at = time.time()
+        """Write the endpoint file; a shared filesystem's hiccup is logged, and the server keeps
+        serving (the next probe writes it again)."""
+        if self.endpoint_file is None:
+            return
+        self.endpoint.heartbeat_at = time.time()
+        try:
             self.endpoint.write(self.endpoint_file)
+        except OSError as exc:
+            self._log(f"cannot write the endpoint file {self.endpoint_file}: {exc}")
 
     def _log(self, message: str) -> None:
         with open(self.log_file, "a") as log:
