@@ -20,7 +20,9 @@ ENV_URL = "DGAAS_TRITON_URL"
 ENV_GRPC_URL = "DGAAS_TRITON_GRPC_URL"
 ENV_ENDPOINT_FILE = "DGAAS_ENDPOINT_FILE"
 METRICS_REQUEST = "metrics-request"  # in a registry: the id of the latest request for fresh counters
-SILENT_MIN_S = 60.0  # a remote pilot's file must be older than this to count as gone: hosts' clocks differ
+# A remote pilot's file must be older than this to count as gone: the reader's clock is not the
+# pilot's, and clusters run with up to 5 minutes between them (munge's and Kerberos's tolerance).
+SILENT_MIN_S = 300.0
 
 
 def batch_job_id(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
