@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dgaas_flow.gateway import Gateway, GatewaySettings, auth_headers, issue_token, tokens  # noqa: E402
-from dgaas_flow.pilot.supervisor import Pilot, PilotConfig  # noqa: E402
+from dgaas_flow.pilot.settings import PilotConfig  # noqa: E402
+from dgaas_flow.pilot.supervisor import Pilot  # noqa: E402
 
 DIGITS = ROOT / "workflows" / "digits"
 

@@ -25,7 +25,7 @@ _EXPORTS = {
     "infer_items": "dgaas_flow.tasks",
     "InferRequest": "dgaas_flow.tasks",
     "Pilot": "dgaas_flow.pilot.supervisor",
-    "PilotConfig": "dgaas_flow.pilot.supervisor",
+    "PilotConfig": "dgaas_flow.pilot.settings",
     "resolve_endpoint": "dgaas_flow.pilot.discovery",
     "UserError": "dgaas_flow.errors",
     "PilotError": "dgaas_flow.errors",

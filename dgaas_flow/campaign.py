@@ -13,10 +13,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow import inputs, metrics, records
+from dgaas_flow import inputs, records
 from dgaas_flow.chunking import chunk_sizes
 from dgaas_flow.errors import PilotError
 from dgaas_flow.inputs import Run
+from dgaas_flow.pilot import metrics
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 from dgaas_flow.progress import Progress
 from dgaas_flow.results import ResultsFile, Tally

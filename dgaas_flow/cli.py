@@ -166,8 +166,8 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _pilot_config(args: argparse.Namespace):
-    from dgaas_flow.pilot.supervisor import PilotConfig
-    from dgaas_flow.spec import TritonSettings, load_workflow
+    from dgaas_flow.pilot.settings import PilotConfig, TritonSettings
+    from dgaas_flow.spec import load_workflow
 
     state_dir = Path(args.dir).resolve()
     if getattr(args, "config", None):

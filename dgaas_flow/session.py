@@ -17,7 +17,7 @@ from parsl.errors import NoDataFlowKernelError
 from dgaas_flow.config import load as load_parsl
 from dgaas_flow.errors import UserError
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
-from dgaas_flow.pilot.supervisor import PilotConfig
+from dgaas_flow.pilot.settings import PilotConfig
 from dgaas_flow.spec import Workflow
 
 PILOT_STOP_WAIT_S = 30.0

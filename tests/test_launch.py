@@ -10,7 +10,7 @@ import pytest
 
 from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot.launch import Ports, math_threads, plan_launch, require_tool
-from dgaas_flow.spec import TritonSettings
+from dgaas_flow.pilot.settings import TritonSettings
 
 PORTS = Ports(http=8100, grpc=8101, metrics=8102)
 REPO = Path("/data/models")

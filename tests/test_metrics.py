@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dgaas_flow import metrics
+from dgaas_flow.pilot import metrics
 
 # As Triton 2.51 writes it (two models; counters without a _total suffix; one GPU gauge).
 TEXT = """# HELP nv_inference_request_success Number of successful inference requests, all batch sizes

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dgaas_flow.pilot.supervisor import Pilot, PilotConfig
+from dgaas_flow.pilot.settings import PilotConfig
+from dgaas_flow.pilot.supervisor import Pilot
 from dgaas_flow.spec import Workflow
 
 if TYPE_CHECKING:

@@ -58,7 +58,7 @@ class Endpoint(BaseModel):
     log: str | None = None
     error: str | None = Field(None, description="why the pilot failed, when it did")
     metrics: dict[str, float] = Field(
-        default_factory=dict, description="Triton's counters over all its server lifetimes (dgaas_flow.metrics)"
+        default_factory=dict, description="Triton's counters over all its server lifetimes (dgaas_flow.pilot.metrics)"
     )
     metrics_answered: str | None = Field(None, description="the last counter request these counters answer")
     heartbeat_at: float | None = Field(None, description="when the pilot last wrote this file (Unix time, its clock)")

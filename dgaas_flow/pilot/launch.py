@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dgaas_flow.errors import PilotError
-from dgaas_flow.spec import TritonSettings
+from dgaas_flow.pilot.settings import TritonSettings
 
 CONTAINER_REPOSITORY = "/models"
 

@@ -17,7 +17,8 @@ import psutil
 from dgaas_flow.errors import PilotError
 from dgaas_flow.lifetime import adopt_orphans
 from dgaas_flow.pilot.endpoint import ENV_ENDPOINT_FILE, Endpoint, read_registry
-from dgaas_flow.pilot.supervisor import Pilot, PilotConfig
+from dgaas_flow.pilot.settings import PilotConfig
+from dgaas_flow.pilot.supervisor import Pilot
 from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, terminate_pid
 
 DEFAULT_PILOT_DIR = Path(os.environ.get("DGAAS_PILOT_DIR", Path.home() / ".dgaas-flow" / "pilot"))

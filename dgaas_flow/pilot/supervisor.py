@@ -16,18 +16,15 @@ import subprocess
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
-from pydantic import BaseModel, Field
-
-from dgaas_flow import metrics
 from dgaas_flow.errors import PilotError
 from dgaas_flow.lifetime import die_with_parent
+from dgaas_flow.pilot import metrics
 from dgaas_flow.pilot.endpoint import Endpoint, metrics_request
 from dgaas_flow.pilot.launch import LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
+from dgaas_flow.pilot.settings import PilotConfig
 from dgaas_flow.processes import http_get, log_tail, shared_memory, stop_group
-from dgaas_flow.spec import TritonSettings
 
 STOP_GRACE_S = 8.0
 BACKEND_SHM = "triton_python_backend_shm_region_"
@@ -40,16 +37,6 @@ POLL_S = 0.2
 # thousand pilots cost the filesystem 500 opens a second, not 5,000.
 REQUEST_FAST_S = 30.0
 REQUEST_IDLE_S = 2.0
-
-
-class PilotConfig(BaseModel):
-    """Everything a pilot needs, as one JSON file a batch job can read on its node."""
-
-    triton: TritonSettings = Field(default_factory=TritonSettings)
-    repository: Path
-    models: list[str] = Field(default_factory=list)
-    registry: Path | None = Field(None, description="folder the endpoint file is published into")
-    log_dir: Path
 
 
 def detect_gpus(environ: os._Environ | dict[str, str] = os.environ) -> list[str]:

@@ -28,7 +28,8 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from dgaas_flow.gateway import Gateway, GatewaySettings, auth_headers, issue_token, tokens
-from dgaas_flow.pilot.supervisor import Pilot, PilotConfig
+from dgaas_flow.pilot.settings import PilotConfig
+from dgaas_flow.pilot.supervisor import Pilot
 from tests.conftest import DIGITS, wait_for
 from tests.gateway.conftest import child_env
 

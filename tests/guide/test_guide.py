@@ -280,7 +280,7 @@ def test_gpu_variant_is_a_triton_config_matching_the_served_one():
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from dgaas_flow.spec import TritonSettings
+    from dgaas_flow.pilot.settings import TritonSettings
 
     def config(text: str):
         return text_format.Parse(text, model_config_pb2.ModelConfig())

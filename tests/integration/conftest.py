@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dgaas_flow.pilot.supervisor import Pilot, PilotConfig
+from dgaas_flow.pilot.settings import PilotConfig
+from dgaas_flow.pilot.supervisor import Pilot
 from tests.conftest import DIGITS
 
 
