@@ -50,7 +50,7 @@ from benchmarks.fanout_parts.run import Run  # noqa: E402
 from benchmarks.fanout_parts.summary import summary_json  # noqa: E402
 from benchmarks.fanout_parts.table import table_lines  # noqa: E402
 from benchmarks.fanout_parts.tune import tune, write_tune  # noqa: E402
-from dgaas_flow.spec import load_workflow  # noqa: E402
+from dgaas_flow.specs import load_workflow  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:

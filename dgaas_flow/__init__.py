@@ -17,13 +17,13 @@ light commands start without loading Parsl and tritonclient.
 from dgaas_flow.lazy import lazy_exports
 
 _EXPORTS = {
-    "load_workflow": "dgaas_flow.spec",
+    "load_workflow": "dgaas_flow.specs",
     "run_campaign": "dgaas_flow.campaign",
-    "Session": "dgaas_flow.session",
+    "Session": "dgaas_flow.campaign.session",
     "format_summary": "dgaas_flow.campaign",
-    "infer_chunk": "dgaas_flow.tasks",
-    "infer_items": "dgaas_flow.tasks",
-    "InferRequest": "dgaas_flow.tasks",
+    "infer_chunk": "dgaas_flow.apps.tasks",
+    "infer_items": "dgaas_flow.apps.tasks",
+    "InferRequest": "dgaas_flow.apps.tasks",
     "Pilot": "dgaas_flow.pilot.supervisor",
     "PilotConfig": "dgaas_flow.pilot.settings",
     "resolve_endpoint": "dgaas_flow.pilot.discovery",

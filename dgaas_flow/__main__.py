@@ -1,3 +1,5 @@
-from dgaas_flow.optimized import cli
+import sys
 
-cli()
+from dgaas_flow.cli import main
+
+sys.exit(main())

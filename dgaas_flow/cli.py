@@ -18,13 +18,13 @@ from dgaas_flow.errors import PilotError, ServiceError, UserError
 from dgaas_flow.pilot.run import DEFAULT_PILOT_DIR
 
 if TYPE_CHECKING:  # imported where used: light commands start without Parsl
-    from dgaas_flow.session import Session
-    from dgaas_flow.spec import Workflow
+    from dgaas_flow.campaign.session import Session
+    from dgaas_flow.specs import Workflow
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from dgaas_flow.campaign import format_summary, run_campaign
-    from dgaas_flow.spec import load_workflow
+    from dgaas_flow.specs import load_workflow
 
     workflows = [load_workflow(path, provider=args.provider) for path in args.workflow]
     if len(workflows) == 1:
@@ -47,7 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _shared_session(workflows: list[Workflow], out: Path | None) -> Session:
     """The session several workflows run in, checked before any block starts."""
-    from dgaas_flow.session import Session
+    from dgaas_flow.campaign.session import Session
 
     if out:
         raise UserError("--out names one run folder; with several workflows each writes to its own "
@@ -64,8 +64,8 @@ def _shared_session(workflows: list[Workflow], out: Path | None) -> Session:
 
 
 def _cmd_scale_test(args: argparse.Namespace) -> int:
-    from dgaas_flow.scale import format_scale, run_scale_test
-    from dgaas_flow.spec import load_workflow
+    from dgaas_flow.campaign.scale import format_scale, run_scale_test
+    from dgaas_flow.specs import load_workflow
 
     wf = load_workflow(args.workflow, provider=args.provider)
     scale = _until_signalled(lambda stop: run_scale_test(wf, out=args.out, progress=_progress(args), stop=stop))
@@ -122,9 +122,9 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from dgaas_flow.config import render_batch_script
-    from dgaas_flow.session import pilot_config_path
-    from dgaas_flow.spec import load_workflow
+    from dgaas_flow.campaign.session import pilot_config_path
+    from dgaas_flow.sites.executor import render_batch_script
+    from dgaas_flow.specs import load_workflow
 
     wf = load_workflow(args.workflow, provider=args.provider)
     out_dir = wf.out_dir(args.out)
@@ -133,7 +133,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_glidein_render(args: argparse.Namespace) -> int:
-    from dgaas_flow.glidein import GlideinSettings, render
+    from dgaas_flow.sites.glideinwms import GlideinSettings, render
 
     print(render(GlideinSettings(
         model_repository=args.model_repository, models=[m for m in args.models.split(",") if m],
@@ -143,7 +143,7 @@ def _cmd_glidein_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from dgaas_flow.spec import validate_file
+    from dgaas_flow.specs import validate_file
 
     status = 0
     for path in args.files:
@@ -156,7 +156,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from dgaas_flow.spec import json_schema
+    from dgaas_flow.specs import json_schema
 
     print(json.dumps(json_schema(args.which), indent=2))
     return 0
@@ -167,7 +167,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _pilot_config(args: argparse.Namespace):
     from dgaas_flow.pilot.settings import PilotConfig, TritonSettings
-    from dgaas_flow.spec import load_workflow
+    from dgaas_flow.specs import load_workflow
 
     state_dir = Path(args.dir).resolve()
     if getattr(args, "config", None):

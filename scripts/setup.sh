@@ -15,5 +15,5 @@ fi
 # set, Python would not write it, and they would run unoptimized.
 htex=parsl.executors.high_throughput
 env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -O -c "import dgaas_flow.cli, dgaas_flow.campaign, \
-  dgaas_flow.gateway.cli, $htex.interchange, $htex.process_worker_pool, dgaas_flow.tasks, tritonclient.http"
+  dgaas_flow.gateway.cli, $htex.interchange, $htex.process_worker_pool, dgaas_flow.apps.tasks, tritonclient.http"
 echo "setup: .venv ready ($(.venv/bin/python -V), $(.venv/bin/dgaas-flow --help >/dev/null && echo dgaas-flow ok))"

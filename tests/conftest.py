@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dgaas_flow.config import INTERCHANGE_NAMES
 from dgaas_flow.pilot.supervisor import BACKEND_SHM
+from dgaas_flow.sites.executor import INTERCHANGE_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "workflows" / "digits"

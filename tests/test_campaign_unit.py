@@ -9,13 +9,13 @@ import numpy as np
 
 from dgaas_flow import inputs
 from dgaas_flow.campaign import summarize
-from dgaas_flow.inputs import ItemReader
+from dgaas_flow.campaign.records import ChunkRecords, quote
+from dgaas_flow.campaign.session import Session
+from dgaas_flow.campaign.sink import ResultsFile
+from dgaas_flow.campaign.stats import RunStats
+from dgaas_flow.inputs import ChunkReader
 from dgaas_flow.inputs import enumerate_items as enumerate_files
-from dgaas_flow.records import ChunkRecords, quote
-from dgaas_flow.results import ResultsFile
-from dgaas_flow.session import Session
-from dgaas_flow.spec import load_workflow
-from dgaas_flow.stats import RunStats
+from dgaas_flow.specs import load_workflow
 from tests.conftest import WORKFLOW
 
 
@@ -39,14 +39,14 @@ def test_rows_files_give_one_item_per_row_read_back_by_the_task(tmp_path):
     assert set(items) == {"a.npy:0", "a.npy:1", "a.npy:2", "b/c.npy:0", "broken.npy"}
     assert items["b/c.npy:0"].label == "b" and items["broken.npy"].row is None
     chunk = [items[i].task_item() for i in ("a.npy:1", "a.npy:2", "b/c.npy:0", "broken.npy", "a.npy:0")]
-    blocks = list(ItemReader("rows").blocks(chunk))
+    blocks = list(ChunkReader("rows").blocks(chunk))
     # consecutive rows of one file are read as one block; the rest alone
     assert [ids for ids, _, _ in blocks] == [["a.npy:1", "a.npy:2"], ["b/c.npy:0"], ["broken.npy"], ["a.npy:0"]]
     assert blocks[0][2].tolist() == [[4, 5, 6, 7], [8, 9, 10, 11]]
     assert blocks[1][2].tolist() == [[0, 10, 20, 30]]
     assert isinstance(blocks[2][2], ValueError) and "broken.npy" not in str(blocks[2][2])  # numpy's reason
     np.save(tmp_path / "a.npy", a[:1])  # the file shrank after it was listed: an error, not a short block
-    (_, _, shrunk), = ItemReader("rows").blocks([items["a.npy:1"].task_item(), items["a.npy:2"].task_item()])
+    (_, _, shrunk), = ChunkReader("rows").blocks([items["a.npy:1"].task_item(), items["a.npy:2"].task_item()])
     assert isinstance(shrunk, ValueError) and "fewer rows" in str(shrunk)
 
 
@@ -137,17 +137,17 @@ def test_chunks_of_runs_hold_every_item_once_in_order_within_limit_and_skip_done
     (tmp_path / "c.npy").write_text("not an array")  # a whole-file item: its task records the error
     pattern = str(tmp_path / "*.npy")
     every = [i.id for i in enumerate_files(pattern, "rows", "none")]
-    runs = lambda: inputs.enumerate_runs(pattern, "rows", "none")  # noqa: E731
+    runs = lambda: inputs.enumerate_slices(pattern, "rows", "none")  # noqa: E731
 
     def ids(chunks):
         return [[i.id for run in chunk for i in run.items()] for chunk in chunks]
 
-    chunks = ids(inputs.chunk_runs(runs(), 1000))
+    chunks = ids(inputs.chunk_slices(runs(), 1000))
     assert [len(c) for c in chunks] == [1000, 1000, 1000, 201] and sum(chunks, []) == every
-    assert sum(ids(inputs.chunk_runs(runs(), 1000, limit=2600)), []) == every[:2600]
+    assert sum(ids(inputs.chunk_slices(runs(), 1000, limit=2600)), []) == every[:2600]
     done = set(every[10:20]) | {every[-1]} | set(every[2400:2600])
-    resumed = ids(inputs.chunk_runs(runs(), 1000, done=done))
+    resumed = ids(inputs.chunk_slices(runs(), 1000, done=done))
     assert sum(resumed, []) == [i for i in every if i not in done] and len(resumed[0]) == 1000
     # what a task receives rebuilds the same runs
-    chunk = next(inputs.chunk_runs(runs(), 1000, done=done))
-    assert [inputs.Run(*json.loads(json.dumps(r.fields()))) for r in chunk] == chunk
+    chunk = next(inputs.chunk_slices(runs(), 1000, done=done))
+    assert [inputs.FileSlice(*json.loads(json.dumps(r.fields()))) for r in chunk] == chunk

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from dgaas_flow import inputs
-from dgaas_flow.chunking import UNKNOWN_BATCH, base_size, chunk_sizes, max_batch_size, steady_size
-from dgaas_flow.spec import Workflow
+from dgaas_flow.campaign.chunking import UNKNOWN_BATCH, base_size, chunk_sizes, max_batch_size, steady_size
+from dgaas_flow.specs import Workflow
 from tests.conftest import DIGITS
 
 
@@ -54,9 +54,9 @@ def test_auto_without_a_readable_batch_size(tmp_path):
 def test_chunks_follow_the_sizes_in_turn(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros((25, 2), dtype=np.float32))
     np.save(tmp_path / "b.npy", np.zeros((7, 2), dtype=np.float32))
-    runs = list(inputs.enumerate_runs(str(tmp_path / "*.npy"), "rows", "none"))
-    chunks = list(inputs.chunk_runs(runs, iter([2, 2, 10, 10, 10])))
+    runs = list(inputs.enumerate_slices(str(tmp_path / "*.npy"), "rows", "none"))
+    chunks = list(inputs.chunk_slices(runs, iter([2, 2, 10, 10, 10])))
     assert [sum(r.count for r in c) for c in chunks] == [2, 2, 10, 10, 8]
     every = [i.id for run in runs for i in run.items()]
     assert [i.id for c in chunks for run in c for i in run.items()] == every
-    assert [inputs.Run(*json.loads(json.dumps(r.fields()))) for r in chunks[2]] == chunks[2]
+    assert [inputs.FileSlice(*json.loads(json.dumps(r.fields()))) for r in chunks[2]] == chunks[2]

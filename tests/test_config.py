@@ -9,43 +9,32 @@ from pathlib import Path
 from parsl.logconfigs.file import FileLogging
 from parsl.providers import LocalProvider
 
-from dgaas_flow import optimized
-from dgaas_flow.config import FORWARD_TERM, make_config, pilot_launch_cmd, worker_init
-from dgaas_flow.spec import LocalProviderSpec
+from dgaas_flow.sites import LocalProviderSpec
+from dgaas_flow.sites.executor import FORWARD_TERM, make_config, pilot_launch_cmd, worker_init
 
 
-def test_local_provider_wraps_the_worker_pool_in_one_pilot_per_block(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(optimized, "pays", lambda: True)
+def test_local_provider_wraps_the_worker_pool_in_one_pilot_per_block(tmp_path: Path):
     spec = LocalProviderSpec(kind="local", workers_per_node=3, worker_init="module load x")
     config = make_config(spec, tmp_path / "parsl", tmp_path / "pilot.json", retries=2)
     (executor,) = config.executors
     assert isinstance(executor.provider, LocalProvider)
     assert executor.max_workers_per_node == 3 and executor.prefetch_capacity == 3 and config.retries == 2
-    # the wrapper imports no Parsl: it starts plain, without a second interpreter start
     assert executor.launch_cmd.startswith(f"{sys.executable} -m dgaas_flow pilot wrap --config {tmp_path}/pilot.json")
-    # formatted twice by the executor: at start, then per block; Parsl's processes run optimized
+    # formatted twice by the executor: at start, then per block; Parsl's processes run as modules of the
+    # nodes' Python, so its scripts need not be on PATH
     htex = "parsl.executors.high_throughput"
-    assert f" --block {{{{block_id}}}} -- {sys.executable} -O -m {htex}.process_worker_pool " in executor.launch_cmd
+    assert f" --block {{{{block_id}}}} -- {sys.executable} -m {htex}.process_worker_pool " in executor.launch_cmd
     assert executor.interchange_launch_cmd == [
-        sys.executable, "-m", "dgaas_flow.lifetime", sys.executable, "-O", "-m", f"{htex}.interchange"]
+        sys.executable, "-m", "dgaas_flow.lifetime", sys.executable, "-m", f"{htex}.interchange"]
     assert worker_init(spec).splitlines() == [
         *FORWARD_TERM.splitlines(), f'export PATH={Path(sys.executable).parent}:"$PATH"', "module load x"]
 
 
-def test_without_cached_optimized_bytecode_every_process_runs_plain(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(optimized, "pays", lambda: False)
-    spec = LocalProviderSpec(kind="local")
-    (executor,) = make_config(spec, tmp_path / "parsl", tmp_path / "pilot.json", retries=0).executors
-    assert executor.launch_cmd.startswith(f"{sys.executable} -m dgaas_flow pilot wrap ")
-    assert f" -- {sys.executable} -m parsl.executors.high_throughput.process_worker_pool " in executor.launch_cmd
-    assert "-O" not in executor.interchange_launch_cmd
-
-
-def test_a_site_python_decides_on_its_nodes(tmp_path: Path):
+def test_a_site_python_runs_the_pilot_and_the_pool(tmp_path: Path):
     spec = LocalProviderSpec(kind="local", python="/cvmfs/site/bin/python3")
     launch = pilot_launch_cmd(spec, tmp_path / "pilot.json")
     assert launch.startswith("/cvmfs/site/bin/python3 -m dgaas_flow pilot wrap ")
-    pool = "/cvmfs/site/bin/python3 -m dgaas_flow.optimized parsl.executors.high_throughput.process_worker_pool "
+    pool = "/cvmfs/site/bin/python3 -m parsl.executors.high_throughput.process_worker_pool "
     assert f" -- {pool}" in launch and pilot_launch_cmd(spec, None).startswith(pool)
 
 

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from dgaas_flow.campaign import PilotWatch
+from dgaas_flow.campaign.fanout import PilotWatch
 from dgaas_flow.pilot.endpoint import SILENT_MIN_S, Endpoint
 from dgaas_flow.pilot.run import status, stop_all
 

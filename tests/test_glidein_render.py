@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
-from dgaas_flow.glidein import SCRIPTS
-from dgaas_flow.spec import GlideinWMSProviderSpec
+from dgaas_flow.sites import GlideinWMSProviderSpec
+from dgaas_flow.sites.glideinwms import SCRIPTS
 from tests.conftest import run_cli
 
 

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from dgaas_flow import inputs, records
+from dgaas_flow import inputs
+from dgaas_flow.campaign import records
 
 NAMES = ["g", "q", 'W "boosted"', "Z", "tëp"]
 
@@ -94,8 +95,8 @@ def test_each_row_goes_to_its_own_position_in_any_order():
 @pytest.mark.parametrize("rel, suffix", [("a.npy", ""), ('odd "dir"\\ é/ß.npy', "#2"), ("x\ty.npy", "#1"),
                                          ("\U0001f600 \ud800.npy", "")])
 def test_a_runs_quoted_ids_are_its_ids_as_json_writes_them(rel, suffix):
-    rows = inputs.Run("/any/" + rel, rel, None, 7, 3, suffix)
-    whole = inputs.Run("/any/" + rel, rel, None, suffix=suffix)
+    rows = inputs.FileSlice("/any/" + rel, rel, None, 7, 3, suffix)
+    whole = inputs.FileSlice("/any/" + rel, rel, None, suffix=suffix)
     for run in (rows, whole):
         assert run.quoted_ids() == [json.dumps(i) for i in run.ids()]
     out = np.eye(3, dtype=np.float32)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from dgaas_flow import optimized
 from tests.conftest import WORKFLOW, run_cli
 
 
@@ -17,10 +16,9 @@ def test_render_wilson_cluster_has_partition_gpus_and_pilot_wrapper(tmp_path, di
                  f"#SBATCH --output={tmp_path}/run/parsl/submit_scripts/dgaas."):
         assert line in script, line
     assert "--exclusive" not in script  # nodes are shared unless the profile says otherwise
-    o = " -O" if optimized.pays() else ""  # see test_optimized
     assert (f"{sys.executable} -m dgaas_flow pilot wrap --config {tmp_path}/run/pilot.json --start-with-server "
             "--block 0 -- "
-            f"{sys.executable}{o} -m parsl.executors.high_throughput.process_worker_pool  --max_workers_per_node=8 "
+            f"{sys.executable} -m parsl.executors.high_throughput.process_worker_pool  --max_workers_per_node=8 "
             "-a <addresses>") in script
     assert "srun --ntasks 1 -l  bash" in script  # srun: one pilot on every node of the block
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from dgaas_flow.runfiles import STEP
-from dgaas_flow.scale import _completed, step_runs, step_workflow
-from dgaas_flow.spec import ScaleStep, load_workflow
+from dgaas_flow.campaign.files import STEP
+from dgaas_flow.campaign.scale import _completed, step_runs, step_workflow
+from dgaas_flow.specs import ScaleStep, load_workflow
 from tests.conftest import DIGITS
 
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import threading
 import time
 
-from dgaas_flow import session as session_module
 from dgaas_flow.campaign import format_summary, summarize
+from dgaas_flow.campaign import session as session_module
+from dgaas_flow.campaign.session import Session, differences
+from dgaas_flow.campaign.sink import ResultsFile
+from dgaas_flow.campaign.stats import RunStats
 from dgaas_flow.pilot import metrics, supervisor
 from dgaas_flow.pilot.endpoint import Endpoint, metrics_request, read_registry, request_metrics
 from dgaas_flow.pilot.settings import PilotConfig
 from dgaas_flow.pilot.supervisor import Pilot
-from dgaas_flow.results import ResultsFile
-from dgaas_flow.session import Session, differences
-from dgaas_flow.spec import load_workflow
-from dgaas_flow.stats import RunStats
+from dgaas_flow.specs import load_workflow
 from tests.conftest import WORKFLOW, copy_workflow, run_cli
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dgaas_flow.errors import UserError
-from dgaas_flow.spec import load_workflow
+from dgaas_flow.specs import load_workflow
 from tests.conftest import DIGITS, WORKFLOW, run_cli
 
 GOOD = WORKFLOW.read_text()
@@ -61,7 +61,8 @@ def test_provider_override_and_inline_provider(workdir):
         (GOOD.replace("data/images/*/*.png", "data/nothing/*.png"),
          r"workflow.yaml:\d+: inputs.files: the glob .*data/nothing/\*.png matches no file"),
         (GOOD.replace("provider: local", "provider: no-such-site"),
-         r"workflow.yaml:\d+: provider: no provider profile named 'no-such-site'; looked for no-such-site.yaml"),
+         r"workflow.yaml:\d+: provider: no provider profile named 'no-such-site'; the profiles are: "
+         r".*wilson-cluster.* \(looked for no-such-site.yaml in: "),
         (GOOD.replace("provider: local", "provider: {kind: pbs}"),
          r"workflow.yaml:\d+: provider: Input tag 'pbs' found using 'kind' does not match"),
         (GOOD.replace("provider: local", "provider: {kind: slurm, walltime: 2h}"),

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dgaas_flow.errors import UserError
-from dgaas_flow.spec import load_provider, load_workflow
+from dgaas_flow.specs import load_provider, load_workflow
 from tests.conftest import DIGITS, WORKFLOW
 
 GOOD = yaml.safe_load(WORKFLOW.read_text())

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from dgaas_flow.stats import Latencies
+from dgaas_flow.campaign.stats import Latencies
 
 
 @pytest.mark.parametrize("seed", range(6))

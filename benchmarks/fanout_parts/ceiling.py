@@ -15,7 +15,7 @@ import numpy as np
 
 from dgaas_flow.pilot.settings import PilotConfig
 from dgaas_flow.pilot.supervisor import Pilot
-from dgaas_flow.spec import Workflow
+from dgaas_flow.specs import Workflow
 
 if TYPE_CHECKING:
     from multiprocessing.queues import Queue

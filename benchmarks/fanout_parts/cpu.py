@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.config import INTERCHANGE_NAMES
+from dgaas_flow.sites.executor import INTERCHANGE_NAMES
 
 # (what a process's command line holds, the role it is counted under), first match wins
 ROLES = (("triton_python_backend_stub", "model"), ("tritonserver", "server"),

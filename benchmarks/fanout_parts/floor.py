@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.spec import Workflow
+from dgaas_flow.specs import Workflow
 
 from .parsl_tasks import bounded, by_value, load_parsl, stop_parsl
 

@@ -6,8 +6,8 @@ import argparse
 import os
 import time
 
-from dgaas_flow.chunking import steady_size
-from dgaas_flow.spec import load_workflow
+from dgaas_flow.campaign.chunking import steady_size
+from dgaas_flow.specs import load_workflow
 
 from .campaign import run_dgaas, run_warm
 from .ceiling import recheck_ceiling, run_ceiling

@@ -15,9 +15,9 @@ from types import ModuleType
 import numpy as np
 import yaml
 
-from dgaas_flow.chunking import chunk_sizes
+from dgaas_flow.campaign.chunking import chunk_sizes
 from dgaas_flow.inputs import enumerate_items
-from dgaas_flow.spec import Workflow, load_workflow
+from dgaas_flow.specs import Workflow, load_workflow
 
 from .locations import WORKFLOWS
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.spec import Workflow
+from dgaas_flow.specs import Workflow
 
 from .models import ModelCase, chunks
 from .parsl_tasks import bounded, by_value, load_parsl, stop_parsl

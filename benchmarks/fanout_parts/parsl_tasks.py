@@ -10,8 +10,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.config import load
-from dgaas_flow.spec import Workflow
+from dgaas_flow.sites.executor import load
+from dgaas_flow.specs import Workflow
 
 
 def load_parsl(wf: Workflow, run_dir: Path) -> Any:

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.spec import load_workflow
+from dgaas_flow.specs import load_workflow
 
 from .ceiling import ceiling_search, model_info, start_pilot
 from .models import ModelCase, bench_workflow, load_rows

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dgaas_flow.campaign.files import SCALE, SUMMARY, TIMELINE
 from dgaas_flow.errors import UserError
-from dgaas_flow.runfiles import SCALE, SUMMARY, TIMELINE
 
 WORKFLOW_JSON = "workflow.json"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dgaas_flow.campaign import run_campaign
-from dgaas_flow.spec import load_workflow
+from dgaas_flow.specs import load_workflow
 from tests.conftest import WORKFLOW, copy_workflow, run_cli, wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 import parsl
 import pytest
 
-from dgaas_flow.config import EXECUTOR_LABEL, load
-from dgaas_flow.spec import LocalProviderSpec
+from dgaas_flow.sites import LocalProviderSpec
+from dgaas_flow.sites.executor import EXECUTOR_LABEL, load
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
 
+from dgaas_flow.apps.tasks import InferRequest, infer_items
 from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot.endpoint import Endpoint
 from dgaas_flow.pilot.settings import TritonSettings
 from dgaas_flow.pilot.supervisor import BACKEND_SHM, Pilot
 from dgaas_flow.processes import shared_memory
-from dgaas_flow.tasks import InferRequest, infer_items
 from tests.conftest import DIGITS, run_cli, wait_for
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from dgaas_flow.campaign import enumerate_runs, run_campaign
+from dgaas_flow.campaign import run_campaign, workflow_slices
+from dgaas_flow.campaign.session import Session
 from dgaas_flow.errors import UserError
 from dgaas_flow.pilot.endpoint import read_registry
-from dgaas_flow.session import Session
-from dgaas_flow.spec import load_workflow
+from dgaas_flow.specs import load_workflow
 from tests.conftest import WORKFLOW, copy_workflow, processes_mentioning, run_cli
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def test_campaigns_in_a_session_share_one_pilot_and_count_their_own_work(tmp_pat
         stop = threading.Event()
 
         def runs_then_stop():
-            for i, run in enumerate(enumerate_runs(again)):
+            for i, run in enumerate(workflow_slices(again)):
                 if i == 200:
                     stop.set()
                 yield run

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 from parsl import python_app
 
-from dgaas_flow import records
-from dgaas_flow.client import (
+from dgaas_flow.apps.client import (
     ModelInfo,
     TensorInfo,
     TritonClient,
@@ -27,13 +26,14 @@ from dgaas_flow.client import (
     retryable,
     wait_until_ready,
 )
+from dgaas_flow.campaign import records
 from dgaas_flow.errors import PilotError
 from dgaas_flow.gateway.bearer import optional_auth_headers
-from dgaas_flow.inputs import Item, ItemReader, Run
+from dgaas_flow.inputs import ChunkReader, FileSlice, Item
 from dgaas_flow.pilot.discovery import resolve_endpoint
 
 # What a task infers: (quoted ids, path, their array or why it cannot be read, their known label).
-Block = tuple[list[str], str, np.ndarray | Exception, str | None]
+ReadSlice = tuple[list[str], str, np.ndarray | Exception, str | None]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _stack(blocks: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         return [row for block in blocks for row in block]
 
 
-class _Session:
+class ServerConnection:
     """One task's view of its server: follows the endpoint across retries and restarts."""
 
     def __init__(self, req: InferRequest):
@@ -106,7 +106,7 @@ class _Session:
         return url
 
     def call(self, fn):
-        """Run fn(client), retrying transport failures with backoff and a fresh connection."""
+        """FileSlice fn(client), retrying transport failures with backoff and a fresh connection."""
         for attempt in range(self.req.retries + 1):
             client = self.connect()
             try:
@@ -119,10 +119,10 @@ class _Session:
         raise AssertionError("unreachable")
 
 
-def infer_lines(blocks: Iterable[Block], req: InferRequest) -> dict[str, Any]:
+def infer_lines(blocks: Iterable[ReadSlice], req: InferRequest) -> dict[str, Any]:
     """Infer a chunk in-process: its results.jsonl lines, one per item in the blocks' order (see
-    dgaas_flow.records), with their counts and the requests' latencies."""
-    session = _Session(req)
+    dgaas_flow.campaign.records), with their counts and the requests' latencies."""
+    server = ServerConnection(req)
     block = os.environ.get("PARSL_WORKER_BLOCK_ID")  # set by Parsl's worker pool
     ids: list[str] = []
     labels: list[str | None] = []
@@ -134,13 +134,13 @@ def infer_lines(blocks: Iterable[Block], req: InferRequest) -> dict[str, Any]:
     chunk = records.ChunkRecords(ids, labels)
 
     try:
-        info: ModelInfo = session.call(lambda c: c.model_info(req.model, req.version))
+        info: ModelInfo = server.call(lambda c: c.model_info(req.model, req.version))
         input_info = info.input(req.input_tensor)
         output = info.output(req.output_tensor).name
     except PilotError:
         raise  # this node's pilot failed: Parsl retries the chunk on another block
     except Exception as exc:  # noqa: BLE001 - every item must get a recorded error, never vanish
-        chunk.fail(range(len(ids)), f"{type(exc).__name__}: {exc}", session.url)
+        chunk.fail(range(len(ids)), f"{type(exc).__name__}: {exc}", server.url)
         return chunk.outcome([])
 
     ready: list[int] = []  # positions of the items read, in the order of `inputs`
@@ -161,7 +161,7 @@ def infer_lines(blocks: Iterable[Block], req: InferRequest) -> dict[str, Any]:
     size = min(req.batch_size or info.max_batch_size, info.max_batch_size) if batched else 1
     # a process learns the class names from its first item, sent alone: every class's string for a
     # whole batch would be a million strings for a model of 1,000 classes
-    learn = batched and req.top_k > 0 and session.connect().class_names(req.model, req.version, output) is None
+    learn = batched and req.top_k > 0 and server.connect().class_names(req.model, req.version, output) is None
     start = 0
     while start < len(ready):
         span = slice(start, start + (1 if learn else size))
@@ -171,13 +171,13 @@ def infer_lines(blocks: Iterable[Block], req: InferRequest) -> dict[str, Any]:
         try:
             batch = (np.stack(inputs[span]) if isinstance(inputs, list) else inputs[span]) if batched \
                 else inputs[span.start]
-            out, names = session.call(lambda c, b=batch: _values(c, req, b, input_info, output))
+            out, names = server.call(lambda c, b=batch: _values(c, req, b, input_info, output))
         except Exception as exc:  # noqa: BLE001
-            chunk.fail(group, f"{type(exc).__name__}: {exc}", session.url)
+            chunk.fail(group, f"{type(exc).__name__}: {exc}", server.url)
             continue
         ms = (time.perf_counter() - t0) * 1000.0
         latencies.append(ms)
-        chunk.succeed(group, out if batched else out[None], req.top_k, names, session.url, block, ms)
+        chunk.succeed(group, out if batched else out[None], req.top_k, names, server.url, block, ms)
     return chunk.outcome(latencies)
 
 
@@ -196,7 +196,7 @@ def _values(
 def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
     """Infer a chunk in-process: {"results": one record (a dict) per item, in order, "latencies_ms":
     per request}. For your own scripts; a campaign appends `infer_lines`'s text as it is."""
-    blocks = ((records.quote(ids), path, data, None) for ids, path, data in ItemReader(req.format).blocks(items))
+    blocks = ((records.quote(ids), path, data, None) for ids, path, data in ChunkReader(req.format).blocks(items))
     out = infer_lines(blocks, req)
     return {"results": [json.loads(line) for line in out["jsonl"].splitlines()],
             "latencies_ms": out["latencies_ms"]}
@@ -206,7 +206,7 @@ infer_chunk = python_app(infer_items)
 infer_chunk.__doc__ = """Parsl app of `infer_items`: `infer_chunk(items, request)` returns an AppFuture."""
 
 
-def encode_chunk(runs: list[Run]) -> str:
+def encode_chunk(runs: list[FileSlice]) -> str:
     return json.dumps([run.fields() for run in runs], separators=(",", ":"))
 
 
@@ -216,8 +216,8 @@ def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
     object it moves, more than a small model's inference; one string in and one bytes object out
     cost little (see records.ChunkRecords.outcome), and the records are encoded on the workers, in
     parallel, not in the driver."""
-    reader = ItemReader(req.format)
-    runs = [Run(*fields) for fields in json.loads(chunk)]
+    reader = ChunkReader(req.format)
+    runs = [FileSlice(*fields) for fields in json.loads(chunk)]
     return infer_lines(
         ((run.quoted_ids(), run.path, reader.read(run.path, run.start, run.count), run.label) for run in runs), req)
 

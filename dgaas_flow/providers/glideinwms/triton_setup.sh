@@ -45,7 +45,7 @@
 # your own (e.g. an NGC tritonserver unpacked on CVMFS, or docker://nvcr.io/nvidia/tritonserver:24.09-py3,
 # which every glidein would then pull).
 DEFAULT_IMAGE=/cvmfs/unpacked.cern.ch/registry.hub.docker.com/fastml/triton-torchgeo:22.07-py3-geometric
-PILOT_DEFAULT_READY_TIMEOUT=120  # the same default as dgaas_flow.spec.TritonSettings.ready_timeout_s
+PILOT_DEFAULT_READY_TIMEOUT=120  # the same default as dgaas_flow.specs.TritonSettings.ready_timeout_s
 
 glidein_config=$1
 entry_id=${2:-main}

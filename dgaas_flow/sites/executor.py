@@ -1,6 +1,6 @@
-"""A provider profile becomes a Parsl Config: one HighThroughputExecutor whose worker pool on each
-node is started under `dgaas-flow pilot wrap`, so that each block (node) runs exactly one pilot and
-all workers of that node share it."""
+"""A provider profile becomes a Parsl HighThroughputExecutor whose worker pool on each node is
+started under `dgaas-flow pilot wrap`, so that each block (node) runs exactly one pilot and all
+workers of that node share it. What differs between schedulers is in their own modules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import parsl
@@ -17,20 +16,10 @@ from parsl.dataflow.dflow import DataFlowKernel
 from parsl.executors import HighThroughputExecutor
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.jobs.error_handlers import windowed_error_handler
-from parsl.launchers import SingleNodeLauncher, SrunLauncher
 from parsl.logconfigs.file import FileLogging
-from parsl.providers import CondorProvider, LocalProvider, SlurmProvider
-from parsl.providers.base import ExecutionProvider
 
-from dgaas_flow import optimized
 from dgaas_flow.errors import UserError
-from dgaas_flow.spec import (
-    CondorProviderSpec,
-    GlideinWMSProviderSpec,
-    LocalProviderSpec,
-    ProviderBase,
-    SlurmProviderSpec,
-)
+from dgaas_flow.sites.base import ProviderBase
 
 EXECUTOR_LABEL = "dgaas"
 FIRST_POLL_S = 0.02  # Parsl's strategy period until the executor is up (see load)
@@ -44,13 +33,13 @@ def python_on_nodes(spec: ProviderBase) -> str:
 
 
 def parsl_process(python: str, module: str) -> list[str]:
-    """One of Parsl's HTEX processes (`interchange`, `process_worker_pool`), run under `python -O`
-    where that pays (see dgaas_flow.optimized: Parsl's imports take half the time)."""
-    return optimized.command(python, f"parsl.executors.high_throughput.{module}")
+    """One of Parsl's HTEX processes (`interchange`, `process_worker_pool`), run by the nodes'
+    Python as a module: no script has to be found on PATH."""
+    return [python, "-m", f"parsl.executors.high_throughput.{module}"]
 
 
 def worker_pool_cmd(spec: ProviderBase) -> str:
-    """Parsl's worker pool command, its script replaced by the module run optimized."""
+    """Parsl's worker pool command, its script replaced by the module."""
     pool = shlex.join(parsl_process(python_on_nodes(spec), "process_worker_pool"))
     return DEFAULT_LAUNCH_CMD.replace("process_worker_pool.py", pool, 1)
 
@@ -91,91 +80,11 @@ def worker_init(spec: ProviderBase) -> str:
     return "\n".join(filter(None, lines))
 
 
-def slurm_scheduler_options(spec: SlurmProviderSpec) -> str:
-    lines = []
-    for flag, value in (("--qos", spec.qos), ("--constraint", spec.constraint)):
-        if value:
-            lines.append(f"#SBATCH {flag}={value}")
-    if spec.gpus_per_node:
-        if spec.gpu_request == "gres":
-            lines.append(f"#SBATCH --gres=gpu:{spec.gpus_per_node}")
-        else:
-            lines.append(f"#SBATCH --gpus-per-node={spec.gpus_per_node}")
-    cpus = int(round(spec.workers_per_node * spec.cores_per_worker))
-    lines.append(f"#SBATCH --cpus-per-task={max(cpus, 1)}")
-    lines += [line if line.startswith("#SBATCH") else f"#SBATCH {line}" for line in spec.scheduler_options]
-    return "\n".join(lines)
-
-
-class GracefulCondorProvider(CondorProvider):
-    """Parsl's CondorProvider, except that cancelling lets a block stop: Parsl runs `condor_rm` and
-    `condor_rm -forcex` back to back, so the starter kills the pilot with SIGKILL before it can stop
-    its server (which then leaks the Python backend's shared memory). Here `condor_rm` comes first,
-    the starter sends the job SIGTERM, and Parsl's forced removal follows once the jobs have left
-    their slots or after `stop_grace_s`."""
-
-    def __init__(self, *args: object, stop_grace_s: float = 30.0, **kwargs: object):
-        super().__init__(*args, **kwargs)
-        self.stop_grace_s = stop_grace_s
-
-    def cancel(self, job_ids: list[str]) -> list[bool]:
-        ids = " ".join(job_ids)
-        self.execute_wait(f"condor_rm {ids}")
-        deadline = time.monotonic() + self.stop_grace_s
-        while time.monotonic() < deadline:
-            retcode, stdout, _ = self.execute_wait(f"condor_q {ids} -af RemoteHost")
-            if retcode == 0 and all(host == "undefined" for host in stdout.split()):
-                break
-            time.sleep(0.5)
-        return super().cancel(job_ids)
-
-
-def condor_requirements(spec: CondorProviderSpec) -> str:
-    parts = [spec.requirements]
-    if isinstance(spec, GlideinWMSProviderSpec):
-        parts.append(spec.triton_requirements)
-    return " && ".join(f"({p})" for p in parts if p)
-
-
-def condor_submit_lines(spec: CondorProviderSpec) -> str:
-    lines = []
-    # On glideins the GPU belongs to the glidein's server; the blocks are CPU clients.
-    if spec.gpus_per_node and not isinstance(spec, GlideinWMSProviderSpec):
-        lines.append(f"request_GPUs = {spec.gpus_per_node}")
-    if spec.singularity_image:
-        lines.append(f'+SingularityImage = "{spec.singularity_image}"')
-    return "\n".join(lines + spec.submit_lines)
-
-
-def make_provider(spec: ProviderBase) -> ExecutionProvider:
-    common = dict(
-        init_blocks=spec.init_blocks, min_blocks=spec.min_blocks, max_blocks=spec.max_blocks,
-        nodes_per_block=spec.nodes_per_block, worker_init=worker_init(spec),
-    )
-    if isinstance(spec, LocalProviderSpec):
-        return LocalProvider(launcher=SingleNodeLauncher(debug=False), **common)
-    if isinstance(spec, SlurmProviderSpec):
-        launcher = SrunLauncher() if spec.launcher == "srun" else SingleNodeLauncher(debug=False)
-        return SlurmProvider(
-            partition=spec.partition, account=spec.account, walltime=spec.walltime,
-            exclusive=spec.exclusive, scheduler_options=slurm_scheduler_options(spec),
-            mem_per_node=spec.mem_per_node_gb, launcher=launcher, cmd_timeout=30, **common,
-        )
-    if isinstance(spec, CondorProviderSpec):
-        return GracefulCondorProvider(
-            cores_per_slot=max(1, round(spec.workers_per_node * spec.cores_per_worker)),
-            mem_per_slot=spec.request_memory_mb / 1024, requirements=condor_requirements(spec),
-            scheduler_options=condor_submit_lines(spec), launcher=SingleNodeLauncher(debug=False),
-            cmd_timeout=60, **common,
-        )
-    raise UserError(f"provider {spec.name}: kind {spec.kind!r} is not supported")
-
-
 def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, retries: int) -> Config:
     executor = HighThroughputExecutor(
         label=EXECUTOR_LABEL,
-        address=spec.address or ("127.0.0.1" if isinstance(spec, LocalProviderSpec) else None),
-        provider=make_provider(spec),
+        address=spec.address or spec.default_address,
+        provider=spec.parsl_provider(worker_init(spec)),
         max_workers_per_node=spec.workers_per_node,
         # a task waiting at each worker's node, so a worker starts its next chunk as it returns one
         # instead of after a round trip through the interchange: 4-6 % more items/s at 300k items
@@ -212,10 +121,11 @@ def _placeholders(command: str, known: dict[str, object]) -> str:
 def render_batch_script(spec: ProviderBase, pilot_config: Path | None, run_dir: Path) -> str:
     """The exact script Parsl's provider would submit for one block, without submitting it: the
     provider's own submit() runs with its scheduler command captured instead of executed."""
-    if isinstance(spec, LocalProviderSpec):
-        raise UserError("render: the local provider submits no batch script; choose a slurm or htcondor one")
-    pilot = None if isinstance(spec, GlideinWMSProviderSpec) else pilot_config
-    provider = make_provider(spec)
+    if not spec.submits_batch_jobs:
+        raise UserError(f"render: the {spec.kind} provider submits no batch script (profile {spec.name}); "  # type: ignore[attr-defined]
+                        "choose a slurm, htcondor or glideinwms one")
+    pilot = pilot_config if spec.starts_pilots else None
+    provider = spec.parsl_provider(worker_init(spec))
     command = _placeholders(pilot_launch_cmd(spec, pilot), {
         "debug": "", "max_workers_per_node": f"--max_workers_per_node={spec.workers_per_node}",
         "cores_per_worker": spec.cores_per_worker, "heartbeat_threshold": spec.heartbeat_threshold_s,

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from dgaas_flow.spec import Workflow
+from dgaas_flow.specs import Workflow
 
 GROWTH = 8  # requests in a grown chunk: Parsl's cost per task falls to a few percent of a tiny model's
 UNKNOWN_BATCH = 256  # when the driver cannot read the model's config.pbtxt (the repository is on the nodes)

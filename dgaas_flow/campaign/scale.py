@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.campaign import enumerate_runs, run_campaign
-from dgaas_flow.chunking import base_size
+from dgaas_flow.campaign.chunking import base_size
+from dgaas_flow.campaign.fanout import run_campaign, workflow_slices
+from dgaas_flow.campaign.files import SCALE, STEP, SUMMARY
 from dgaas_flow.errors import UserError
-from dgaas_flow.inputs import Run
-from dgaas_flow.runfiles import SCALE, STEP, SUMMARY
-from dgaas_flow.spec import ScaleStep, Workflow
+from dgaas_flow.inputs import FileSlice
+from dgaas_flow.specs import ScaleStep, Workflow
 
 
 def step_workflow(wf: Workflow, step: ScaleStep) -> Workflow:
@@ -36,7 +36,7 @@ def step_workflow(wf: Workflow, step: ScaleStep) -> Workflow:
     return step_wf
 
 
-def step_runs(wf: Workflow, step: ScaleStep) -> Iterator[Run]:
+def step_runs(wf: Workflow, step: ScaleStep) -> Iterator[FileSlice]:
     """The inputs, cycled until the step has its items or its time (hold_s, start-up included);
     later rounds get ids suffixed #1, #2... so each inferred item keeps one line in results. Runs
     come in pieces of at most a chunk, so that the time is checked between chunks."""
@@ -45,7 +45,7 @@ def step_runs(wf: Workflow, step: ScaleStep) -> Iterator[Run]:
     left = step.items if step.items is not None else math.inf
     for round_ in itertools.count():
         empty = True
-        for run in enumerate_runs(wf):
+        for run in workflow_slices(wf):
             for offset in range(0, run.count, size):
                 if left <= 0 or (deadline and time.monotonic() > deadline):
                     return

@@ -1,10 +1,7 @@
-"""Input items: what the campaign enumerates and what a task reads back.
-
-An item is one file (`image`, `npy`) or one row of a .npy array (`rows`: events, jets or images
-stacked in one file, the usual shape of physics data). Enumeration streams: it never holds the
-list of all files or rows, so a million-item campaign costs the driver no more memory than a
-thousand-item one. Item ids depend only on the path (and row), never on the order, so a resumed
-run skips exactly what is done.
+"""What the campaign enumerates and ships to tasks: slices of files (a whole file, or a stretch of
+its rows), chunked. Enumeration streams: it never holds the list of all files or rows, so a
+million-item campaign costs the driver no more memory than a thousand-item one. Item ids depend
+only on the path (and row), never on the order, so a resumed campaign skips exactly what is done.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from json.encoder import encode_basestring_ascii as json_string
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from dgaas_flow.inputs.formats import reader_for
 
 # What travels to a task for one item: (id, path, row); row is None for a whole-file item.
 Item = tuple[str, str, int | None]
@@ -43,18 +40,8 @@ def glob_root(pattern: str) -> Path:
     return Path(*fixed) if len(fixed) < len(parts) else Path(pattern).parent
 
 
-def row_count(path: str) -> int | None:
-    """Rows of a .npy array, read from its header only; None when it is not one (the task then
-    records the file's error for its item)."""
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-        return int(array.shape[0]) if isinstance(array, np.ndarray) and array.ndim else None
-    except Exception:  # noqa: BLE001 - any unreadable file: the task records why, for its item
-        return None
-
-
 @dataclass(frozen=True, slots=True)
-class Run:
+class FileSlice:
     """Consecutive items of one file: rows [start, start + count) of a rows array, or the whole
     file (start None, count 1). The campaign enumerates, chunks and ships runs, not items, so a
     row costs the driver nothing until its result line comes back."""
@@ -86,45 +73,45 @@ class Run:
         for item_id, row in zip(self.ids(), rows, strict=True):
             yield InputItem(item_id, self.path, self.label, row)
 
-    def part(self, offset: int, count: int) -> Run:
+    def part(self, offset: int, count: int) -> FileSlice:
         """`count` items from the run's `offset`-th on."""
         if offset == 0 and count == self.count:
             return self
         return replace(self, start=self.start + offset, count=count)  # type: ignore[operator]
 
     def fields(self) -> list[Any]:
-        """What travels to a task (JSON): `Run(*fields)` rebuilds it."""
+        """What travels to a task (JSON): `FileSlice(*fields)` rebuilds it."""
         return [self.path, self.rel, self.label, self.start, self.count, self.suffix]
 
 
-def enumerate_runs(files: str, fmt: str, labels: str) -> Iterator[Run]:
-    """One run a file, in the filesystem's order (stable for an unchanged folder, but not sorted),
+def enumerate_slices(files: str, fmt: str, labels: str) -> Iterator[FileSlice]:
+    """One slice a file, in the filesystem's order (stable for an unchanged folder, but not sorted),
     streamed: glob holds one folder's names at a time, and a rows file costs one header read."""
-    root = glob_root(files)
+    root, reader = glob_root(files), reader_for(fmt)
     for path in glob.iglob(files, recursive=True):
         if not os.path.isfile(path):
             continue
         rel = os.path.relpath(path, root)
         label = Path(path).parent.name if labels == "parent_dir" else None
-        rows = row_count(path) if fmt == "rows" else None
+        rows = reader.count(path) if reader.rows else None
         if rows is None:
-            yield Run(path, rel, label)
+            yield FileSlice(path, rel, label)
         elif rows:
-            yield Run(path, rel, label, 0, rows)
+            yield FileSlice(path, rel, label, 0, rows)
 
 
 def enumerate_items(files: str, fmt: str, labels: str, limit: int | None = None) -> Iterator[InputItem]:
-    """The items of `enumerate_runs`, one by one (`--limit N` takes the first N in that order)."""
-    return islice((item for run in enumerate_runs(files, fmt, labels) for item in run.items()), limit)
+    """The items of `enumerate_slices`, one by one (`--limit N` takes the first N in that order)."""
+    return islice((item for run in enumerate_slices(files, fmt, labels) for item in run.items()), limit)
 
 
-def chunk_runs(runs: Iterable[Run], sizes: int | Iterable[int], limit: int | None = None,
-               done: Container[str] | None = None) -> Iterator[list[Run]]:
+def chunk_slices(runs: Iterable[FileSlice], sizes: int | Iterable[int], limit: int | None = None,
+               done: Container[str] | None = None) -> Iterator[list[FileSlice]]:
     """Runs regrouped into chunks of `sizes` items (one size for all, or each chunk's in turn), a run
     split across chunks where it must be: the first `limit` items only, less those in `done` (a
     resumed campaign's; only then is each item's id made in the driver)."""
     each = iter(repeat(sizes) if isinstance(sizes, int) else sizes)
-    chunk: list[Run] = []
+    chunk: list[FileSlice] = []
     room, left = next(each), math.inf if limit is None else limit
     for run in runs:
         if left <= 0:
@@ -145,7 +132,7 @@ def chunk_runs(runs: Iterable[Run], sizes: int | Iterable[int], limit: int | Non
         yield chunk
 
 
-def _undone(run: Run, done: Container[str]) -> Iterator[Run]:
+def _undone(run: FileSlice, done: Container[str]) -> Iterator[FileSlice]:
     """The run's stretches of consecutive items not in `done`."""
     start = None
     for k, item_id in enumerate(run.ids()):
@@ -157,49 +144,3 @@ def _undone(run: Run, done: Container[str]) -> Iterator[Run]:
             start = k
     if start is not None:
         yield run.part(start, run.count - start)
-
-
-class ItemReader:
-    """Reads one task's items in blocks: consecutive rows of one file as one slice (a row then
-    costs a few nanoseconds, not a numpy call), any other item alone as a block of one. Each rows
-    file stays memory-mapped for the whole chunk."""
-
-    def __init__(self, fmt: str):
-        self.fmt = fmt
-        self._arrays: dict[str, Any] = {}
-
-    def blocks(self, items: list[Item]) -> Iterator[tuple[list[str], str, np.ndarray | Exception]]:
-        """(ids, path, their stacked arrays, or the exception that is every one's error)."""
-        i = 0
-        while i < len(items):
-            _, path, row = items[i]
-            j = i + 1
-            if self.fmt == "rows" and row is not None:
-                while j < len(items) and items[j][1] == path and items[j][2] == row + (j - i):
-                    j += 1
-            yield [item[0] for item in items[i:j]], path, self.read(path, row, j - i)
-            i = j
-
-    def read(self, path: str, start: int | None, count: int) -> np.ndarray | Exception:
-        """`count` rows from `start` (a whole file: None and 1), or why they cannot be read."""
-        try:
-            block = self._read(path, start, start + count if start is not None else None)
-            if len(block) != count:
-                raise ValueError(f"has fewer rows than when the campaign listed it ({(start or 0) + len(block)})")
-            return block
-        except Exception as exc:  # noqa: BLE001 - an unreadable input is its items' recorded error
-            return exc
-
-    def _read(self, path: str, start: int | None, stop: int | None) -> np.ndarray:
-        if self.fmt == "rows":
-            if path not in self._arrays:
-                self._arrays[path] = np.load(path, mmap_mode="r", allow_pickle=False)
-            if start is None or not isinstance(self._arrays[path], np.ndarray):
-                raise ValueError("not a .npy array of rows")
-            return np.asarray(self._arrays[path][start:stop])
-        if self.fmt == "npy":
-            return np.load(path, allow_pickle=False)[None]
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return np.asarray(img)[None]

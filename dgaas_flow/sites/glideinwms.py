@@ -1,16 +1,44 @@
-"""`dgaas-flow glidein render`: what a GlideinWMS operator pastes into the factory or frontend
-configuration to turn Triton on in glideins, and what user jobs put in their submit files. The
-scripts and their protocol are in providers/glideinwms/ (see its README)."""
+"""`kind: glideinwms`: the glidein's setup phase starts the pilot (custom scripts shipped in
+`dgaas_flow/providers/glideinwms/`, see its README); blocks are CPU-only jobs that match such
+glideins and find the server through TRITON_ADDRESS. `dgaas-flow glidein render` prints what an
+operator pastes into the factory or frontend configuration, and what user jobs put in their
+submit files."""
 
 from __future__ import annotations
 
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
+from typing import ClassVar, Literal
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "providers" / "glideinwms"
+from pydantic import Field
+
+from dgaas_flow.sites.htcondor import CondorProviderSpec
+
+SCRIPTS = Path(str(files("dgaas_flow") / "providers" / "glideinwms"))
 JOB_REQUIREMENTS = "(TARGET.TRITON_READY =?= True) && (TARGET.GLIDEIN_PS_TRITON_READY =!= False)"
+
+
+class GlideinWMSProviderSpec(CondorProviderSpec):
+    """Blocks go to glideins whose setup script already started a Triton pilot; the block starts
+    none of its own and its tasks find the glidein's server through TRITON_ADDRESS."""
+
+    kind: Literal["glideinwms"]  # type: ignore[assignment]
+    triton_requirements: str = Field(
+        JOB_REQUIREMENTS,
+        description="selects glideins that advertise a ready Triton server (and whose health cron agrees)"
+    )
+
+    starts_pilots: ClassVar[bool] = False
+
+    def job_requirements(self) -> str:
+        return " && ".join(f"({p})" for p in (self.requirements, self.triton_requirements) if p)
+
+    def job_submit_lines(self) -> list[str]:
+        """No request_GPUs: on glideins the GPU belongs to the glidein's server; blocks are CPU clients."""
+        return [line for line in super().job_submit_lines() if not line.startswith("request_GPUs")]
 
 
 @dataclass

@@ -14,11 +14,11 @@ import parsl
 from parsl.dataflow.dflow import DataFlowKernel
 from parsl.errors import NoDataFlowKernelError
 
-from dgaas_flow.config import load as load_parsl
 from dgaas_flow.errors import UserError
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
 from dgaas_flow.pilot.settings import PilotConfig
-from dgaas_flow.spec import Workflow
+from dgaas_flow.sites.executor import load as load_parsl
+from dgaas_flow.specs import Workflow
 
 PILOT_STOP_WAIT_S = 30.0
 ABANDONED_WAIT_S = 300.0  # tasks that cannot end (every block gone) hold the next campaign no longer

@@ -1,0 +1,105 @@
+"""summary.json: what a campaign did (counts of the whole run folder, this run's speed and latency,
+each pilot's items, restarts and Triton figures), and its readable form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dgaas_flow.campaign.files import RESULTS, SUMMARY
+from dgaas_flow.campaign.session import Session, pilots_since
+from dgaas_flow.campaign.sink import Tally
+from dgaas_flow.campaign.stats import RunStats
+from dgaas_flow.pilot import metrics
+from dgaas_flow.pilot.endpoint import Endpoint, read_registry
+from dgaas_flow.specs import Workflow
+
+
+def summarize(wf: Workflow, out_dir: Path, total: int | None, stats: RunStats, tally: Tally, session: Session,
+              before: dict[tuple, Endpoint], fresh: set[tuple] | None) -> dict[str, Any]:
+    """Counts are of results.jsonl (the whole campaign, resumed runs included); speed, latency,
+    restarts and Triton's figures are this run's: for each pilot of the session that was up during
+    it, the counters as it ended (`fresh`: current then; None: final, the pilots have stopped) less
+    those it had published when it began (`before`)."""
+    per_pilot = tally.pilots.copy()
+    wall = stats.wall_s
+    gone = ("stopped", "failed")
+    this_run = [e for e in pilots_since(session.registry, session.started_at)
+                if e.key not in before or before[e.key].state not in gone]
+    up = {e.key for e in this_run}
+    pilots, triton = [], []
+    for e in read_registry(session.registry):
+        served = per_pilot.pop(e.http_url or "", 0) + per_pilot.pop(e.grpc_url or "", 0)
+        earlier = before.get(e.key)
+        pilots.append({"endpoint": e.http_url, "grpc": e.grpc_url, "host": e.host, "block": e.block,
+                       "batch_job": e.batch_job, "gpus": e.gpus, "state": e.state, "items": served,
+                       "restarts": e.restarts - (earlier.restarts if earlier else 0)})
+        if e.key in up and e.metrics:
+            counted = metrics.subtract(e.metrics, earlier.metrics if earlier else {})
+            entry = {"endpoint": e.http_url, "metrics_url": e.metrics_url, **metrics.describe(counted)}
+            if fresh is not None and e.key not in fresh:
+                entry["stale"] = True  # the pilot did not answer: its counters as it last published them
+            triton.append(entry)
+    pilots += [{"endpoint": url, "items": n} for url, n in per_pilot.items()]
+    p = wf.provider
+    nodes = len(this_run) or p.init_blocks * p.nodes_per_block  # a pilot per node; none: a gateway's
+    summary: dict[str, Any] = {
+        "workflow": wf.name,
+        "provider": wf.provider.name,
+        "model": wf.model.name,
+        "out_dir": str(out_dir),
+        "started_at": stats.started_at,
+        "items_total": total,
+        "items_ok": tally.ok,
+        "items_failed": tally.failed,
+        "items_this_run": stats.items,
+        "items_resumed": stats.resumed,
+        "wall_seconds": round(wall, 3),
+        "items_per_second": round(stats.items / wall, 2) if wall > 0 else 0.0,
+        "steady_items_per_second": stats.steady_rate(),
+        "time_to_first_result_s": round(stats.first_result_s, 3) if stats.first_result_s is not None else None,
+        "requests": stats.latencies.count,
+        "latency_ms": stats.latencies.summary(),
+        "blocks": len({e.block for e in this_run}) or p.init_blocks,
+        "workers": nodes * p.workers_per_node,
+        "pilots": pilots,
+        "restarts": sum(p.get("restarts", 0) for p in pilots),
+        "triton": triton,
+        "failures_by_reason": dict(tally.reasons.most_common(10)),
+    }
+    if tally.labelled:
+        summary["accuracy"] = round(tally.correct / tally.labelled, 4)
+    return summary
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [
+        f"workflow {s['workflow']} on provider {s['provider']}: "
+        f"{s['items_ok']}/{s['items_total'] if s['items_total'] is not None else '?'} items ok, "
+        f"{s['items_failed']} failed"
+        + (f", {s['items_resumed']} resumed from an earlier run" if s["items_resumed"] else ""),
+        f"  this run: {s['items_this_run']} items in {s['wall_seconds']:.1f} s "
+        f"({s['items_per_second']:.1f} items/s), {s['requests']} requests",
+    ]
+    if s["time_to_first_result_s"] is not None:
+        lines.append(f"  first result after {s['time_to_first_result_s']:.1f} s; then "
+                     f"{s['steady_items_per_second'] or 0:.1f} items/s")
+    lat = s["latency_ms"]
+    if lat["p50"] is not None:
+        lines.append(
+            f"  request latency ms: p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  p99 {lat['p99']:.2f}"
+        )
+    if "accuracy" in s:
+        lines.append(f"  accuracy: {s['accuracy']:.4f}")
+    for p in s["pilots"]:
+        extra = f" on {p['host']} block {p['block']}, restarts {p['restarts']}" if "host" in p else ""
+        lines.append(f"  pilot {p['endpoint']}{extra}: {p['items']} items")
+    for t in s["triton"]:
+        if t["requests"]:
+            lines.append(f"  triton {t['endpoint']}: {t['requests']} requests, batch {t['avg_batch']} on average, "
+                         f"queue {t['queue_ms_per_request']} ms/request, compute {t['compute_ms_per_execution']} "
+                         f"ms/execution" + (" (as last published: the pilot did not answer)" if t.get("stale") else ""))
+    for reason, n in s["failures_by_reason"].items():
+        lines.append(f"  failed: {n} x {reason}")
+    lines.append(f"  results: {s['out_dir']}/{RESULTS}   summary: {s['out_dir']}/{SUMMARY}")
+    return "\n".join(lines)

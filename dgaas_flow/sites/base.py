@@ -1,0 +1,60 @@
+"""What every site profile has, whatever its scheduler: how many workers and blocks, the nodes'
+Python and environment, and how Parsl's blocks are watched. A scheduler's module subclasses
+`ProviderBase` with its own fields and its translation to a Parsl provider."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # Parsl is imported by the translation alone: `dgaas-flow validate` stays light
+    from parsl.providers.base import ExecutionProvider
+
+
+class ProviderBase(BaseModel):
+    """The fields common to every kind of provider profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # What the executor needs to know of a kind, beyond its fields.
+    starts_pilots: ClassVar[bool] = True  # False: the site starts the pilots (a glidein's setup phase)
+    submits_batch_jobs: ClassVar[bool] = True  # False: blocks are processes here (nothing to render)
+    default_address: ClassVar[str | None] = None  # how workers reach the driver when `address` is unset
+
+    name: str | None = None
+    workers_per_node: int = Field(2, ge=1, description="Parsl workers (CPU clients) per node")
+    cores_per_worker: float = Field(1.0, gt=0, description="cores each worker is given")
+    nodes_per_block: int = Field(1, ge=1, description="nodes of one block (one pilot on each)")
+    init_blocks: int = Field(1, ge=0, description="blocks started with the session")
+    min_blocks: int = Field(0, ge=0, description="blocks kept when there is no work")
+    max_blocks: int = Field(1, ge=1, description="blocks at most")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs each node's pilot gets")
+    worker_init: str = Field("", description="shell lines run before the workers start")
+    python: str | None = Field(None, description="python on the nodes; default: the driver's own")
+    address: str | None = Field(
+        None, description="address the workers reach the driver at; default: 127.0.0.1 for local, else probed"
+    )
+    strategy_period_s: float = Field(1.0, gt=0, description="how often Parsl rescales blocks")
+    heartbeat_threshold_s: int = Field(
+        30, ge=2, description="a block silent this long is lost and its tasks are retried elsewhere"
+    )
+    parsl_log: Literal["debug", "info", "warning"] = Field(
+        "warning", description="level of Parsl's own log (the session's parsl/NNN/parsl.log and the "
+        "interchange's); debug writes a dozen lines a task: set it when debugging Parsl itself",
+    )
+
+    @property
+    def max_workers(self) -> int:
+        """Workers of every block the provider may run at once."""
+        return self.workers_per_node * self.nodes_per_block * self.max_blocks
+
+    def block_options(self, worker_init: str) -> dict[str, Any]:
+        """The arguments every Parsl provider takes alike."""
+        return dict(init_blocks=self.init_blocks, min_blocks=self.min_blocks, max_blocks=self.max_blocks,
+                    nodes_per_block=self.nodes_per_block, worker_init=worker_init)
+
+    def parsl_provider(self, worker_init: str) -> ExecutionProvider:
+        """The Parsl provider whose blocks this profile describes; `worker_init` is the complete
+        shell preamble of a block (see `sites.executor.worker_init`)."""
+        raise NotImplementedError
