@@ -14,7 +14,18 @@ same function in-process. Names are imported on first use, so `dgaas-flow valida
 light commands start without loading Parsl and tritonclient.
 """
 
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
 from dgaas_flow.lazy import lazy_exports
+
+try:
+    __version__ = version("dgaas-flow")
+except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+    __version__ = "0+unknown"
+
+# Silent unless the application configures logging (the `dgaas-flow` command does), as Parsl is.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _EXPORTS = {
     "load_workflow": "dgaas_flow.specs",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -257,7 +258,7 @@ def _add_pilot_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workflow", help="take the model and triton settings from this workflow")
     p.add_argument("--model-repository", help="Triton model repository folder")
     p.add_argument("--model", action="append", default=[], help="model to load (repeatable); default all")
-    p.add_argument("--launch", choices=["binary", "apptainer", "docker"])
+    p.add_argument("--launch", choices=["binary", "apptainer", "docker"], help="how Triton runs (default: binary)")
     p.add_argument("--binary", help="tritonserver executable")
     p.add_argument("--image", help="server image for apptainer/docker")
     p.add_argument("--listen", help="address Triton binds (default 127.0.0.1)")
@@ -267,23 +268,27 @@ def _add_pilot_source(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgaas-flow", description="GPU as a service on batch clusters")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning",
+                        help="what dgaas-flow's own log (on stderr) shows; progress and summaries are printed anyway")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a workflow campaign; several workflows run one after another on the "
                                    "same blocks and pilots")
-    p.add_argument("workflow", nargs="+")
+    p.add_argument("workflow", nargs="+", help="workflow YAML file(s); several run one after another in one session")
     p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
     p.add_argument("--limit", type=int, help="only the first N input items")
     p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")
-    p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto")
+    p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto",
+                   help="auto: a bar on a terminal, a line every 5 s in batch logs; quiet: nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("scale-test", help="ramp pilots and workers through the workflow's scale_test steps")
-    p.add_argument("workflow")
+    p.add_argument("workflow", help="workflow YAML file")
     p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
     p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")
-    p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto")
+    p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto",
+                   help="auto: a bar on a terminal, a line every 5 s in batch logs; quiet: nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_scale_test)
 
@@ -293,17 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("render", help="print the batch script one block would submit (nothing is submitted)")
-    p.add_argument("workflow")
+    p.add_argument("workflow", help="workflow YAML file")
     p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
     p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("validate", help="check workflow and provider files")
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", help="workflow or provider YAML files")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("schema", help="print the JSON Schema of a workflow or provider file")
-    p.add_argument("which", choices=["workflow", "provider"])
+    p.add_argument("which", choices=["workflow", "provider"], help="which file's schema")
     p.set_defaults(func=_cmd_schema)
 
     glidein = sub.add_parser("glidein", help="GlideinWMS: start Triton in glideins").add_subparsers(
@@ -312,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-repository", required=True, help="the model repository as seen on the nodes")
     p.add_argument("--models", default="", help="comma list of models to load (default: all)")
     p.add_argument("--python", default=sys.executable, help="a python with dgaas-flow on the nodes")
-    p.add_argument("--launch", choices=["apptainer", "binary", "docker"], default="apptainer")
+    p.add_argument("--launch", choices=["apptainer", "binary", "docker"], default="apptainer",
+                   help="how the glidein runs Triton")
     p.add_argument("--image", help="Triton server image (default: the script's CVMFS image)")
     p.add_argument("--client-image", help="a light client image for the jobs (mapped by SINGULARITY_IMAGES_DICT)")
     p.set_defaults(func=_cmd_glidein_render)
@@ -331,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("stop", _cmd_pilot_stop, "stop the pilots in --dir"),
     ):
         p = pilot.add_parser(name, help=helptext)
-        p.add_argument("--dir", default=str(DEFAULT_PILOT_DIR))
+        p.add_argument("--dir", default=str(DEFAULT_PILOT_DIR), help="the pilots' folder (default %(default)s)")
         p.set_defaults(func=func)
     p = pilot.add_parser("wrap", help="start a pilot, run CMD with DGAAS_TRITON_URL set, then stop it")
     _add_pilot_source(p)
@@ -350,8 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_LOG_HANDLER = logging.StreamHandler()
+_LOG_HANDLER.setFormatter(logging.Formatter("dgaas-flow %(levelname)s %(name)s: %(message)s"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    package = logging.getLogger("dgaas_flow")
+    if _LOG_HANDLER not in package.handlers:
+        package.addHandler(_LOG_HANDLER)
+    package.setLevel(args.log_level.upper())
     try:
         return args.func(args)
     except UserError as exc:

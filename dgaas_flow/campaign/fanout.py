@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -29,6 +30,8 @@ from dgaas_flow.inputs import FileSlice
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 from dgaas_flow.specs import Workflow
 
+logger = logging.getLogger(__name__)
+
 
 def workflow_slices(wf: Workflow) -> Iterator[FileSlice]:
     """The workflow's inputs, streamed as runs (see dgaas_flow.inputs)."""
@@ -37,6 +40,7 @@ def workflow_slices(wf: Workflow) -> Iterator[FileSlice]:
 
 def _lost_chunk(chunk: list[FileSlice], exc: BaseException) -> dict[str, Any]:
     message = f"task failed after all retries: {type(exc).__name__}: {exc}"
+    logger.warning("a chunk of %d slice(s) is recorded as failed: %s", len(chunk), message)
     items = [i for run in chunk for i in run.items()]
     lost = records.ChunkRecords(records.quote(i.id for i in items), [i.label for i in items])
     lost.fail(range(len(items)), message, None)

@@ -6,6 +6,7 @@ later campaign is served at once. A campaign run without a session opens one of 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,8 @@ from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
 from dgaas_flow.pilot.settings import PilotConfig
 from dgaas_flow.sites.executor import load as load_parsl
 from dgaas_flow.specs import Workflow
+
+logger = logging.getLogger(__name__)
 
 PILOT_STOP_WAIT_S = 30.0
 ABANDONED_WAIT_S = 300.0  # tasks that cannot end (every block gone) hold the next campaign no longer
@@ -114,6 +117,8 @@ class Session:
                 registry=self.registry, log_dir=self.dir / "logs",
             ).model_dump_json(indent=2))
         self._dfk = load_parsl(wf.provider, self.dir / "parsl", pilot_config, wf.task_retries)
+        logger.info("session open in %s: provider %s, %d block(s) to start", self.dir, wf.provider.name,
+                    wf.provider.init_blocks)
 
     def check(self, wf: Workflow) -> None:
         """A campaign runs here only while the session is open and if its executor and pilots are
@@ -178,6 +183,7 @@ class Session:
         outlives the session that started it."""
         if self._dfk is None:
             return
+        logger.info("closing the session in %s: cancelling its blocks", self.dir)
         try:
             self._dfk.cleanup()
         finally:
@@ -191,3 +197,4 @@ class Session:
             if all(e.state in ("stopped", "failed") or e.gone() for e in pilots_since(self.registry, self.started_at)):
                 return
             time.sleep(0.2)
+        logger.warning("pilots in %s still not stopped after %.0f s", self.registry, PILOT_STOP_WAIT_S)

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.glidein]
 
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "standin"
-SCRIPTS = ROOT / "providers" / "glideinwms"
+SCRIPTS = ROOT / "dgaas_flow" / "providers" / "glideinwms"
 FAKE_APPTAINER = HERE / "fake-apptainer"
 NEVER_READY = HERE / "bin" / "never-ready-tritonserver"
 REPO = DIGITS / "model_repository"

@@ -22,7 +22,7 @@ if [[ -z "$add_config_line_source" || ! -r "$add_config_line_source" ]]; then
     echo "$script_name: cannot load ADD_CONFIG_LINE_SOURCE from '$glidein_config'; nothing stopped" >&2
     exit 1
 fi
-# shellcheck source-path=SCRIPTDIR source=../../tests/glidein/standin/add_config_line.source
+# shellcheck source-path=SCRIPTDIR source=../../../tests/glidein/standin/add_config_line.source
 . "$add_config_line_source"
 error_gen=$(gconfig_get ERROR_GEN_PATH "$glidein_config")
 

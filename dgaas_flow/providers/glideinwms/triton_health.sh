@@ -31,7 +31,7 @@ if [[ -z "$add_config_line_source" || ! -r "$add_config_line_source" ]]; then
     [[ -n "$periodic" ]] && echo "TRITON_READY = False"
     exit 1
 fi
-# shellcheck source-path=SCRIPTDIR source=../../tests/glidein/standin/add_config_line.source
+# shellcheck source-path=SCRIPTDIR source=../../../tests/glidein/standin/add_config_line.source
 . "$add_config_line_source"
 error_gen=$(gconfig_get ERROR_GEN_PATH "$glidein_config")
 

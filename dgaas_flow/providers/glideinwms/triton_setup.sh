@@ -61,7 +61,7 @@ if [[ -z "$add_config_line_source" || ! -r "$add_config_line_source" ]]; then
         "ADD_CONFIG_LINE_SOURCE missing or unreadable in $glidein_config" file "$glidein_config"
     exit 1
 fi
-# shellcheck source-path=SCRIPTDIR source=../../tests/glidein/standin/add_config_line.source
+# shellcheck source-path=SCRIPTDIR source=../../../tests/glidein/standin/add_config_line.source
 . "$add_config_line_source"
 error_gen=$(gconfig_get ERROR_GEN_PATH "$glidein_config")
 condor_vars_file=$(gconfig_get CONDOR_VARS_FILE "$glidein_config" "-i")
