@@ -158,8 +158,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_schema(args: argparse.Namespace) -> int:
     from dgaas_flow.specs import json_schema
+    from dgaas_flow.specs.reference import markdown
 
-    print(json.dumps(json_schema(args.which), indent=2))
+    print(markdown(args.which) if args.markdown else json.dumps(json_schema(args.which), indent=2))
     return 0
 
 
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the JSON Schema of a workflow or provider file")
     p.add_argument("which", choices=["workflow", "provider"], help="which file's schema")
+    p.add_argument("--markdown", action="store_true", help="the field reference in Markdown (docs/reference/)")
     p.set_defaults(func=_cmd_schema)
 
     glidein = sub.add_parser("glidein", help="GlideinWMS: start Triton in glideins").add_subparsers(

@@ -22,7 +22,7 @@ class ProviderBase(BaseModel):
     submits_batch_jobs: ClassVar[bool] = True  # False: blocks are processes here (nothing to render)
     default_address: ClassVar[str | None] = None  # how workers reach the driver when `address` is unset
 
-    name: str | None = None
+    name: str | None = Field(None, description="the profile's name; default: its file name")
     workers_per_node: int = Field(2, ge=1, description="Parsl workers (CPU clients) per node")
     cores_per_worker: float = Field(1.0, gt=0, description="cores each worker is given")
     nodes_per_block: int = Field(1, ge=1, description="nodes of one block (one pilot on each)")

@@ -25,7 +25,7 @@ class GlideinWMSProviderSpec(CondorProviderSpec):
     """Blocks go to glideins whose setup script already started a Triton pilot; the block starts
     none of its own and its tasks find the glidein's server through TRITON_ADDRESS."""
 
-    kind: Literal["glideinwms"]  # type: ignore[assignment]
+    kind: Literal["glideinwms"] = Field(description="the scheduler")  # type: ignore[assignment]
     triton_requirements: str = Field(
         JOB_REQUIREMENTS,
         description="selects glideins that advertise a ready Triton server (and whose health cron agrees)"

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class CondorProviderSpec(ProviderBase):
-    kind: Literal["htcondor"]
+    kind: Literal["htcondor"] = Field(description="the scheduler")
     request_memory_mb: int = Field(2000, ge=1, description="RequestMemory of a block job")
     requirements: str = Field("", description="ClassAd expression the slots must match")
     singularity_image: str | None = Field(None, description="+SingularityImage of the block jobs")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from pydantic import Field
+
 from dgaas_flow.sites.base import ProviderBase
 
 if TYPE_CHECKING:
@@ -11,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class LocalProviderSpec(ProviderBase):
-    kind: Literal["local"]
+    kind: Literal["local"] = Field(description="the scheduler")
 
     submits_batch_jobs: ClassVar[bool] = False
     default_address: ClassVar[str | None] = "127.0.0.1"

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class SlurmProviderSpec(ProviderBase):
-    kind: Literal["slurm"]
+    kind: Literal["slurm"] = Field(description="the scheduler")
     partition: str | None = Field(None, description="#SBATCH --partition")
     account: str | None = Field(None, description="#SBATCH --account")
     qos: str | None = Field(None, description="#SBATCH --qos")

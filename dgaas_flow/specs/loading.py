@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dgaas_flow.errors import UserError
 from dgaas_flow.sites import KINDS, ProviderBase, ProviderSpec
@@ -28,7 +28,7 @@ class ProviderFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: ProviderSpec
+    provider: ProviderSpec = Field(description="the profile; `kind` says which scheduler")
 
 
 def max_yaml_bytes() -> int:

@@ -54,7 +54,7 @@ class OutputSpec(Strict):
 
 
 class ClientSettings(Strict):
-    protocol: Literal["http", "grpc"] = "http"
+    protocol: Literal["http", "grpc"] = Field("http", description="how tasks talk to Triton")
     batch_size: int | None = Field(None, ge=1, description="items per request; default: max_batch_size")
     timeout_s: float = Field(30.0, gt=0, description="deadline of one request")
     retries: int = Field(5, ge=0, description="retries of a failed request (re-resolving the server)")
@@ -104,14 +104,15 @@ class ScaleTest(Strict):
 
 
 class Workflow(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    provider: ProviderSpec
-    triton: TritonSettings = Field(default_factory=TritonSettings)
-    model: ModelSpec
-    inputs: InputSpec
-    outputs: OutputSpec = Field(default_factory=OutputSpec)
-    client: ClientSettings = Field(default_factory=ClientSettings)
-    server: ServerSpec = Field(default_factory=ServerSpec)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="the workflow's name; its run folder is runs/<name>")
+    provider: ProviderSpec = Field(description="a profile name, a file, or an inline mapping (in YAML; default: local)")
+    triton: TritonSettings = Field(default_factory=TritonSettings, description="how each pilot starts its server")
+    model: ModelSpec = Field(description="the model to infer with")
+    inputs: InputSpec = Field(description="the input files and how they are read")
+    outputs: OutputSpec = Field(default_factory=OutputSpec, description="what each result keeps, and where")
+    client: ClientSettings = Field(default_factory=ClientSettings, description="how tasks send requests")
+    server: ServerSpec = Field(default_factory=ServerSpec, description="a server to use instead of discovery")
     chunk_size: int | Literal["auto"] = Field(
         "auto", description="items per Parsl task; auto: the model's max_batch_size for each worker's first "
         "task, then 8 times that (see dgaas_flow.campaign.chunking)"
