@@ -47,21 +47,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _shared_session(workflows: list[Workflow], out: Path | None) -> Session:
-    """The session several workflows run in, checked before any block starts."""
+    """The session several workflows run in (its pilots serve all their models), checked before
+    any block starts."""
     from dgaas_flow.campaign.session import Session
 
     if out:
         raise UserError("--out names one run folder; with several workflows each writes to its own "
                         "(outputs.dir, or runs/<name>): set outputs.dir in the workflows instead")
-    session = Session(workflows[0])
-    for wf in workflows[1:]:
-        session.check_compatible(wf)
     folders = [wf.out_dir() for wf in workflows]
     if len(set(folders)) < len(folders):
         again = next(f for f in folders if folders.count(f) > 1)
         raise UserError(f"two of the workflows write to {again}: the second would only resume the first; "
                         "give each its own outputs.dir")
-    return session
+    return Session.for_workflows(workflows)
 
 
 def _cmd_scale_test(args: argparse.Namespace) -> int:
@@ -123,13 +121,13 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from dgaas_flow.campaign.session import pilot_config_path
+    from dgaas_flow.campaign.session import Session
     from dgaas_flow.sites.executor import render_batch_script
     from dgaas_flow.specs import load_workflow
 
     wf = load_workflow(args.workflow, provider=args.provider)
     out_dir = wf.out_dir(args.out)
-    print(render_batch_script(wf.provider, pilot_config_path(wf, out_dir), out_dir / "parsl"), end="")
+    print(render_batch_script(wf.provider, Session(wf, out_dir).pilot_config_path(), out_dir / "parsl"), end="")
     return 0
 
 

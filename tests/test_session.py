@@ -8,9 +8,10 @@ import time
 
 from dgaas_flow.campaign import format_summary, summarize
 from dgaas_flow.campaign import session as session_module
-from dgaas_flow.campaign.session import Session, differences
+from dgaas_flow.campaign.session import Session
 from dgaas_flow.campaign.sink import ResultsFile
 from dgaas_flow.campaign.stats import RunStats
+from dgaas_flow.errors import UserError
 from dgaas_flow.pilot import metrics, supervisor
 from dgaas_flow.pilot.endpoint import Endpoint, metrics_request, read_registry, request_metrics
 from dgaas_flow.pilot.settings import PilotConfig
@@ -29,13 +30,43 @@ def test_workflows_differing_only_in_inputs_outputs_and_client_share_a_session(t
     same = load_workflow(variant(tmp_path, digits_data, "same", "chunk_size: 128", "chunk_size: 64\nmax_in_flight: 3"))
     same.inputs.files = same.inputs.files.replace("*/*.png", "1/*.png")
     same.client.protocol = "grpc"
-    assert differences(base, same) == []
+    session = Session(base, tmp_path / "session")
+    assert session.mismatches(same) == []
     grown = load_workflow(variant(tmp_path, digits_data, "grown", "provider: local",
                                   "provider: {kind: local, workers_per_node: 3}"))
-    assert differences(base, grown) == ["provider"]
+    assert session.mismatches(grown) == ["provider"]
     grown.model.name = "another"
     grown.task_retries += 1
-    assert differences(base, grown) == ["provider", "task_retries", "model.name"]
+    assert session.mismatches(grown) == ["provider", "task_retries", "model.name"]
+
+
+def test_a_session_serves_the_models_of_all_its_workflows(tmp_path, digits_data):
+    """Two models of one repository: one session, whose pilots load both (its folder is its own)."""
+    digits = load_workflow(variant(tmp_path, digits_data, "a"))
+    other = load_workflow(variant(tmp_path, digits_data, "b"))
+    other.model.name = "heavy-stand-in"
+    session = Session.for_workflows([digits, other])
+    assert session.models == ["digits", "heavy-stand-in"] and session.mismatches(other) == []
+    assert session.dir == digits.out_dir().parent / "session-a+b"
+
+
+def test_a_session_without_a_workflow_checks_its_repository_and_models(tmp_path):
+    repo = tmp_path / "models"
+    (repo / "tagger").mkdir(parents=True)
+    session = Session(provider="local", repository=repo, out=tmp_path / "s")
+    assert session.models is None and session.provider.kind == "local" and session.starts_pilots
+    try:
+        Session(provider="local", repository=repo, models=["tagger", "missing"])
+    except UserError as exc:
+        assert "no model 'missing'" in str(exc) and "it holds: tagger" in str(exc)
+    else:
+        raise AssertionError("a model that is not in the repository was accepted")
+    try:
+        Session(provider="local")
+    except UserError as exc:
+        assert "need a model repository" in str(exc)
+    else:
+        raise AssertionError("a session that starts pilots without a repository was accepted")
 
 
 def test_run_refuses_workflows_that_cannot_share_before_starting_anything(tmp_path, digits_data):

@@ -1,17 +1,29 @@
-"""tritonclient use for tasks: one client per worker process and server, batched requests with a
-deadline, and retries that re-resolve the server (it may have been restarted elsewhere)."""
+"""The client of the node's Triton server, for any app: `triton_client()` inside a Parsl app (or
+`PilotClient` in a script) finds the server by discovery, waits until its pilot is ready, sends
+named tensors and gets named arrays back, and retries failed requests against a fresh resolution
+(the server may have restarted or moved). Underneath, one tritonclient connection per worker
+process and server is reused across tasks, over HTTP or gRPC alike."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+from dgaas_flow.gateway.bearer import optional_auth_headers
+from dgaas_flow.pilot.discovery import resolve_endpoint
+
+if TYPE_CHECKING:
+    from dgaas_flow.apps.tasks import InferRequest
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -103,16 +115,25 @@ class TritonClient:
     def infer(
         self, model: str, version: str, batch: np.ndarray, input_info: TensorInfo, output: str, class_count: int = 0
     ) -> np.ndarray:
-        """The output tensor for the batch; class_count > 0 asks for Triton's classification
-        strings ("score:index:label") instead of the raw values."""
-        inp = self.lib.InferInput(input_info.name, list(batch.shape), input_info.datatype)
-        inp.set_data_from_numpy(batch)
-        requested = self.lib.InferRequestedOutput(output, class_count=class_count)
-        kwargs: dict[str, Any] = {"model_version": version, "outputs": [requested], "headers": dict(self.headers)}
+        """The output tensor for a batch of a single-input model; class_count > 0 asks for Triton's
+        classification strings ("score:index:label") instead of the raw values."""
+        return self.infer_tensors(model, version, {input_info.name: batch}, [output], class_count)[output]
+
+    def infer_tensors(self, model: str, version: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
+                      class_count: int = 0) -> dict[str, np.ndarray]:
+        """The named outputs for named inputs, each already of its tensor's data type."""
+        datatypes = {t.name: t.datatype for t in self.model_info(model, version).inputs}
+        tensors = []
+        for name, array in inputs.items():
+            tensor = self.lib.InferInput(name, list(array.shape), datatypes[name])
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        requested = [self.lib.InferRequestedOutput(name, class_count=class_count) for name in outputs]
+        kwargs: dict[str, Any] = {"model_version": version, "outputs": requested, "headers": dict(self.headers)}
         if self.protocol == "grpc":
             kwargs["client_timeout"] = self.timeout_s
-        result = self.client.infer(model, [inp], **kwargs)
-        return result.as_numpy(output)
+        result = self.client.infer(model, tensors, **kwargs)
+        return {name: result.as_numpy(name) for name in outputs}
 
     def class_names(self, model: str, version: str, output: str) -> list[str] | None:
         """The output's class names, index by index, once `infer_classes` has learnt them."""
@@ -197,3 +218,146 @@ def wait_until_ready(client: TritonClient, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not client.is_ready():
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How an app reaches its server: `PilotClient`'s parameters."""
+
+    protocol: str = "http"
+    timeout_s: float = 30.0
+    retries: int = 5
+    backoff_s: float = 0.5
+    server_url: str | None = None
+    gateway: str | None = None
+    token_file: str | None = None
+    ready_timeout_s: float = 120.0
+
+
+class PilotClient:
+    """The server discovery finds, followed across retries and restarts.
+
+    Parameters
+    ----------
+    protocol
+        ``"http"`` or ``"grpc"``.
+    timeout_s
+        Deadline of one request.
+    retries
+        Retries of a failed request; each first waits (at most ``backoff_s * 2**attempt``) for the
+        server discovery then finds to say ready.
+    backoff_s
+        Longest first wait between retries.
+    server_url
+        An explicit server (``http://host:port`` or ``grpc://host:port``): no discovery.
+    gateway
+        ``host:port`` of a dgaas-flow gateway: no discovery; the token is sent.
+    token_file
+        The gateway's bearer token; default: ``DGAAS_TOKEN``, then WLCG bearer-token discovery.
+    ready_timeout_s
+        How long the node's pilot may take to start (``triton.ready_timeout_s``); an app waits up
+        to twice that, plus 30 s, for it to say ready.
+    """
+
+    def __init__(self, protocol: str = "http", timeout_s: float = 30.0, retries: int = 5, backoff_s: float = 0.5,
+                 server_url: str | None = None, gateway: str | None = None, token_file: str | None = None,
+                 ready_timeout_s: float = 120.0) -> None:
+        if protocol not in ("http", "grpc"):
+            raise ValueError(f"protocol must be 'http' or 'grpc' (got {protocol!r})")
+        self.settings = Connection(protocol, timeout_s, retries, backoff_s, server_url, gateway, token_file,
+                                       ready_timeout_s)
+        self.url: str | None = None
+        self.headers: dict[str, str] | None = None
+
+    @classmethod
+    def for_request(cls, s: InferRequest) -> PilotClient:
+        return cls(s.protocol, s.timeout_s, s.retries, s.backoff_s, s.server_url, s.gateway, s.token_file,
+                   s.ready_timeout_s)
+
+    def connect(self, fresh: bool = False) -> TritonClient:
+        """The client of the server discovery finds; resolved again only after a failure (the
+        server may have moved), not for every request."""
+        s = self.settings
+        if self.headers is None:
+            self.headers = optional_auth_headers(s.token_file)
+        if self.url is None or fresh:
+            self.url = self._resolve()
+        return cached_client(self.url, s.protocol, s.timeout_s, self.headers)
+
+    def _resolve(self) -> str:
+        # a pilot started with its workers may still be starting: its worst case is a `before`
+        # step (e.g. an image pull) and a server start, each bounded by ready_timeout_s
+        s = self.settings
+        endpoint = resolve_endpoint(s.server_url, gateway=s.gateway, ready_timeout_s=2 * s.ready_timeout_s + 30)
+        url = endpoint.url(s.protocol)
+        if url is None:
+            raise ValueError(f"the server found offers no {s.protocol} endpoint; use the other protocol")
+        return url
+
+    def call(self, fn: Callable[[TritonClient], T]) -> T:
+        """fn(client), retrying transport failures with backoff and a fresh resolution."""
+        s = self.settings
+        for attempt in range(s.retries + 1):
+            client = self.connect()
+            try:
+                return fn(client)
+            except Exception as exc:
+                drop_client(client.url, client.protocol)
+                if attempt == s.retries or not retryable(exc):
+                    raise
+                wait_until_ready(self.connect(fresh=True), s.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    @property
+    def raw(self) -> Any:
+        """The tritonclient ``InferenceServerClient`` (http or grpc) of the server found now."""
+        return self.connect().client
+
+    def model_info(self, model: str, version: str = "") -> ModelInfo:
+        """The model's inputs and outputs (names, data types, shapes without the batch) and batch size."""
+        return self.call(lambda c: c.model_info(model, version))
+
+    def infer(self, model: str, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
+              version: str = "") -> dict[str, np.ndarray]:
+        """Run ``model`` on named inputs (arrays with the batch dimension first when the model
+        batches) and return its named outputs (all of them by default). An input is converted to
+        its tensor's data type only where that keeps its kind (float64 to FP32, not float to INT8)."""
+        info = self.model_info(model, version)
+        expected = {t.name: t for t in info.inputs}
+        if set(inputs) != set(expected):
+            raise ValueError(f"model {model} takes inputs {sorted(expected)} (got {sorted(inputs)})")
+        arrays = {name: _as_tensor(value, expected[name], model) for name, value in inputs.items()}
+        names = list(outputs) if outputs is not None else [t.name for t in info.outputs]
+        unknown = set(names) - {t.name for t in info.outputs}
+        if unknown:
+            raise ValueError(f"model {model} has no output {sorted(unknown)} (it has {[t.name for t in info.outputs]})")
+        return self.call(lambda c: c.infer_tensors(model, version, arrays, names))
+
+
+def _as_tensor(value: Any, tensor: TensorInfo, model: str) -> np.ndarray:
+    array = np.asarray(value)
+    if tensor.datatype == "BYTES" or array.dtype == tensor.dtype:
+        return array
+    try:
+        return array.astype(tensor.dtype, casting="same_kind")
+    except TypeError:
+        raise TypeError(f"model {model} input {tensor.name} is {tensor.datatype}; a {array.dtype} array cannot be "
+                        f"converted without changing its kind: convert it yourself") from None
+
+
+_APP_CLIENTS: dict[Connection, PilotClient] = {}
+
+
+def triton_client(protocol: str = "http", timeout_s: float = 30.0, retries: int = 5, backoff_s: float = 0.5,
+                  server_url: str | None = None, gateway: str | None = None, token_file: str | None = None,
+                  ready_timeout_s: float = 120.0) -> PilotClient:
+    """The client of this node's Triton server, for use inside any Parsl app: one per worker
+    process and settings (connections are reused across the app's calls), found by discovery
+    and waiting until the node's pilot is ready. The parameters are `PilotClient`'s."""
+    key = Connection(protocol, timeout_s, retries, backoff_s, server_url, gateway, token_file, ready_timeout_s)
+    if key not in _APP_CLIENTS:
+        _APP_CLIENTS[key] = PilotClient(protocol, timeout_s, retries, backoff_s, server_url, gateway, token_file,
+                                        ready_timeout_s)
+    client = _APP_CLIENTS[key]
+    client.headers = None  # the token is read again for each app: tokens are refreshed while workers live
+    return client

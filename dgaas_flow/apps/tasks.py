@@ -17,20 +17,10 @@ from typing import Any
 import numpy as np
 from parsl import python_app
 
-from dgaas_flow.apps.client import (
-    ModelInfo,
-    TensorInfo,
-    TritonClient,
-    cached_client,
-    drop_client,
-    retryable,
-    wait_until_ready,
-)
+from dgaas_flow.apps.client import ModelInfo, PilotClient, TensorInfo, TritonClient
 from dgaas_flow.campaign import records
 from dgaas_flow.errors import PilotError
-from dgaas_flow.gateway.bearer import optional_auth_headers
 from dgaas_flow.inputs import ChunkReader, FileSlice, Item
-from dgaas_flow.pilot.discovery import resolve_endpoint
 
 # What a task infers: (quoted ids, path, their array or why it cannot be read, their known label).
 ReadSlice = tuple[list[str], str, np.ndarray | Exception, str | None]
@@ -77,52 +67,10 @@ def _stack(blocks: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         return [row for block in blocks for row in block]
 
 
-class ServerConnection:
-    """One task's view of its server: follows the endpoint across retries and restarts."""
-
-    def __init__(self, req: InferRequest):
-        self.req = req
-        self.url: str | None = None
-        self.headers: dict[str, str] | None = None
-
-    def connect(self, fresh: bool = False):
-        """The client of the server discovery finds; resolved again only after a failure (the
-        server may have moved), not for every request."""
-        if self.headers is None:
-            self.headers = optional_auth_headers(self.req.token_file)
-        if self.url is None or fresh:
-            self.url = self._resolve()
-        return cached_client(self.url, self.req.protocol, self.req.timeout_s, self.headers)
-
-    def _resolve(self) -> str:
-        # a pilot started with its workers may still be starting: its worst case is a `before`
-        # step (e.g. an image pull) and a server start, each bounded by ready_timeout_s
-        endpoint = resolve_endpoint(self.req.server_url, gateway=self.req.gateway,
-                                    ready_timeout_s=2 * self.req.ready_timeout_s + 30)
-        url = endpoint.url(self.req.protocol)
-        if url is None:
-            raise ValueError(f"the server found offers no {self.req.protocol} endpoint; "
-                             f"set client.protocol to the other one")
-        return url
-
-    def call(self, fn):
-        """FileSlice fn(client), retrying transport failures with backoff and a fresh connection."""
-        for attempt in range(self.req.retries + 1):
-            client = self.connect()
-            try:
-                return fn(client)
-            except Exception as exc:
-                drop_client(client.url, client.protocol)
-                if attempt == self.req.retries or not retryable(exc):
-                    raise
-                wait_until_ready(self.connect(fresh=True), self.req.backoff_s * 2**attempt)
-        raise AssertionError("unreachable")
-
-
 def infer_lines(blocks: Iterable[ReadSlice], req: InferRequest) -> dict[str, Any]:
     """Infer a chunk in-process: its results.jsonl lines, one per item in the blocks' order (see
     dgaas_flow.campaign.records), with their counts and the requests' latencies."""
-    server = ServerConnection(req)
+    server = PilotClient.for_request(req)
     block = os.environ.get("PARSL_WORKER_BLOCK_ID")  # set by Parsl's worker pool
     ids: list[str] = []
     labels: list[str | None] = []

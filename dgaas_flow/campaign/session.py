@@ -1,25 +1,33 @@
-"""A session: one Parsl executor and the pilots of its blocks, kept up across campaigns. A script
-that runs several campaigns of one model (datasets one after another, a loop over parameters) pays
-the start once: the driver's Parsl, the interchange, the blocks, Triton loading its models; each
-later campaign is served at once. A campaign run without a session opens one of its own."""
+"""A session: one Parsl executor and the pilots of its blocks, kept up across campaigns and apps.
+A script that runs several campaigns (datasets one after another, a loop over parameters, models
+of one repository) or its own Parsl apps pays the start once: the driver's Parsl, the interchange,
+the blocks, Triton loading its models; each later campaign is served at once. A campaign run
+without a session opens one of its own."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import parsl
+from parsl import python_app
 from parsl.dataflow.dflow import DataFlowKernel
+from parsl.dataflow.futures import AppFuture
 from parsl.errors import NoDataFlowKernelError
 
-from dgaas_flow.errors import UserError
+from dgaas_flow.errors import PilotError, UserError
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
-from dgaas_flow.pilot.settings import PilotConfig
+from dgaas_flow.pilot.settings import PilotConfig, TritonSettings
+from dgaas_flow.sites import ProviderBase
+from dgaas_flow.sites.executor import EXECUTOR_LABEL
 from dgaas_flow.sites.executor import load as load_parsl
-from dgaas_flow.specs import Workflow
+from dgaas_flow.specs import ServerSpec, Workflow
+from dgaas_flow.specs.loading import provider_spec, repository_models
 
 logger = logging.getLogger(__name__)
 
@@ -27,29 +35,7 @@ PILOT_STOP_WAIT_S = 30.0
 ABANDONED_WAIT_S = 300.0  # tasks that cannot end (every block gone) hold the next campaign no longer
 METRICS_WAIT_S = 5.0  # pilots answer within about REQUEST_IDLE_S (2 s); a shared filesystem may lag
 METRICS_POLL_S = 0.05  # the registry is read this often meanwhile
-
-# What the executor and its pilots are made of: campaigns in one session must agree on these.
-SHARED = ("provider", "triton", "server", "task_retries", "model.repository", "model.name")
-
-
-def pilot_config_path(wf: Workflow, folder: Path) -> Path | None:
-    """Where the blocks' pilots read their settings; None where blocks start no pilot: the glidein
-    started one, or the workflow names its server (server.url, server.gateway)."""
-    if wf.provider.kind == "glideinwms" or wf.server.url or wf.server.gateway:
-        return None
-    return folder / "pilot.json"
-
-
-def differences(a: Workflow, b: Workflow) -> list[str]:
-    """The fields of SHARED on which two workflows differ."""
-
-    def value(wf: Workflow, name: str) -> object:
-        found: object = wf
-        for part in name.split("."):
-            found = getattr(found, part)
-        return found
-
-    return [name for name in SHARED if value(a, name) != value(b, name)]
+READY_POLL_S = 0.2
 
 
 def _named(wf: Workflow) -> str:
@@ -79,19 +65,85 @@ def pilots_since(registry: Path, since: str) -> list[Endpoint]:
 
 
 class Session:
-    """Open (or enter) it once, run campaigns with `run_campaign(wf, session=...)`, close it (or
-    leave the `with` block): the blocks are cancelled and their pilots stop. Its folder (the first
-    workflow's run folder, or `out`) holds what the campaigns share: Parsl's run folder, the pilots'
-    settings, endpoint files and logs. One session at a time per process (Parsl loads one config)."""
+    """Parsl with one pilot-backed executor, its blocks and their pilots, kept up while open.
 
-    def __init__(self, wf: Workflow, out: str | Path | None = None) -> None:
-        self.wf = wf
-        self.dir = wf.out_dir(out)
+    Open it (or enter it with ``with``), run campaigns with ``run_campaign(wf, session=...)`` or
+    submit your own apps, close it (or leave the ``with`` block): the blocks are cancelled and
+    their pilots stop. One session at a time per process (Parsl loads one configuration).
+
+    Parameters
+    ----------
+    wf
+        A workflow whose provider, Triton settings, server and model the session takes; or give
+        the keyword arguments instead.
+    out
+        The session's folder (Parsl's run folder, the pilots' settings, endpoint files and logs);
+        default: the workflow's run folder, else ``runs/session``.
+    provider
+        A provider profile: a name (looked up as `dgaas-flow run` does), a YAML file, or a
+        provider object (`dgaas_flow.sites`); default ``local``.
+    repository
+        The Triton model repository every pilot serves from.
+    models
+        The models each pilot loads; None: every model of the repository.
+    triton
+        How pilots start Triton (`TritonSettings`); default: its defaults.
+    server
+        An explicit server or gateway (`ServerSpec`): then blocks start no pilot.
+    task_retries
+        Parsl retries of a task whose worker was lost.
+    label
+        The executor's label, for apps that name their executors.
+    """
+
+    def __init__(self, wf: Workflow | None = None, out: str | Path | None = None, *,
+                 provider: str | Path | ProviderBase | None = None, repository: str | Path | None = None,
+                 models: Sequence[str] | None = None, triton: TritonSettings | None = None,
+                 server: ServerSpec | None = None, task_retries: int = 2, label: str = EXECUTOR_LABEL) -> None:
+        if wf is not None:
+            if (provider, repository, models, triton, server) != (None,) * 5:
+                raise UserError("Session: give a workflow, or provider, repository and models, not both")
+            provider, triton, server, task_retries = wf.provider, wf.triton, wf.server, wf.task_retries
+            repository, models = wf.model.repository, [wf.model.name]
+        self.workflow = wf
+        self.provider: ProviderBase = provider_spec(provider or "local")
+        self.triton = triton or TritonSettings()
+        self.server = server or ServerSpec()
+        self.task_retries, self.label = task_retries, label
+        self.repository = Path(repository).resolve() if repository is not None else None
+        self.models = list(models) if models is not None else None
+        if self.starts_pilots:
+            if self.repository is None:
+                raise UserError("Session: its blocks start pilots, which need a model repository (repository=...)")
+            repository_models(self.repository, self.models)  # every model named is there
+        self.dir = Path(out).resolve() if out is not None else wf.out_dir() if wf is not None \
+            else Path("runs", "session").resolve()
         self.registry = self.dir / "pilots"
         self.started_at = ""
         self._dfk: DataFlowKernel | None = None
+        self._apps: dict[Callable[..., Any], Any] = {}  # the user's functions made Parsl apps, once each
         self._silent: set[tuple[str, str | None, str]] = set()  # pilots that did not answer a counter request
         self._abandoned: list[cf.Future] = []  # the tasks an interrupted campaign left running
+
+    @classmethod
+    def for_workflows(cls, workflows: Sequence[Workflow], out: str | Path | None = None) -> Session:
+        """One session serving every workflow's model (they must agree on what blocks and pilots
+        are made of); checked before anything starts. Several workflows share a folder of their
+        own beside their run folders (`session-<name>+<name>...`)."""
+        first = workflows[0]
+        session = cls(first, out)
+        session.models = list(dict.fromkeys(wf.model.name for wf in workflows))
+        for wf in workflows[1:]:
+            session.check_compatible(wf)
+        if out is None and len(workflows) > 1:
+            session.dir = first.out_dir().parent / ("session-" + "+".join(wf.name for wf in workflows))
+            session.registry = session.dir / "pilots"
+        return session
+
+    @property
+    def starts_pilots(self) -> bool:
+        """False where the blocks' tasks reach a server elsewhere: a glidein's, server.url, a gateway."""
+        return self.provider.starts_pilots and not (self.server.url or self.server.gateway)
 
     def __enter__(self) -> Session:
         self.open()
@@ -105,20 +157,26 @@ class Session:
         if self._dfk is not None:
             return
         if _parsl_loaded():  # parsl.load would refuse, with a traceback
-            raise UserError(f"workflow {self.wf.name}: another session (or parsl.load) is open in this process; "
+            raise UserError(f"{self._described()}: another session (or parsl.load) is open in this process; "
                             "close it first: Parsl runs one configuration at a time")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
-        wf = self.wf
-        pilot_config = pilot_config_path(wf, self.dir)
+        pilot_config = self.pilot_config_path()
         if pilot_config is not None:
             pilot_config.write_text(PilotConfig(
-                triton=wf.triton, repository=wf.model.repository, models=[wf.model.name],
+                triton=self.triton, repository=self.repository, models=self.models or [],
                 registry=self.registry, log_dir=self.dir / "logs",
             ).model_dump_json(indent=2))
-        self._dfk = load_parsl(wf.provider, self.dir / "parsl", pilot_config, wf.task_retries)
-        logger.info("session open in %s: provider %s, %d block(s) to start", self.dir, wf.provider.name,
-                    wf.provider.init_blocks)
+        self._dfk = load_parsl(self.provider, self.dir / "parsl", pilot_config, self.task_retries, self.label)
+        logger.info("session open in %s: provider %s, %d block(s) to start", self.dir, self.provider.name,
+                    self.provider.init_blocks)
+
+    def pilot_config_path(self) -> Path | None:
+        """Where the blocks' pilots read their settings; None where blocks start no pilot."""
+        return self.dir / "pilot.json" if self.starts_pilots else None
+
+    def _described(self) -> str:
+        return _named(self.workflow) if self.workflow is not None else f"the session in {self.dir}"
 
     def check(self, wf: Workflow) -> None:
         """A campaign runs here only while the session is open and if its executor and pilots are
@@ -128,15 +186,59 @@ class Session:
                             "run it inside `with Session(workflow) as session:`")
         self.check_compatible(wf)
 
+    def mismatches(self, wf: Workflow) -> list[str]:
+        """The workflow's fields that this session's blocks and pilots do not match."""
+        ours = (self.provider, self.triton, self.server, self.task_retries, self.repository)
+        theirs = (wf.provider, wf.triton, wf.server, wf.task_retries, wf.model.repository)
+        names = ("provider", "triton", "server", "task_retries", "model.repository")
+        differ = [name for name, a, b in zip(names, ours, theirs, strict=True) if a != b]
+        if self.starts_pilots and self.models is not None and wf.model.name not in self.models:
+            differ.append("model.name")
+        return differ
+
     def check_compatible(self, wf: Workflow) -> None:
         """Refuse, naming the fields, a workflow whose blocks and pilots would not be these."""
-        differ = differences(self.wf, wf)
+        differ = self.mismatches(wf)
         if differ:
+            served = ", ".join(self.models) if self.models is not None else "every model of its repository"
             raise UserError(
-                f"{_named(wf)}: {', '.join(differ)} differ from those of {_named(self.wf)}, whose session "
-                "this is; a session serves one provider, Triton settings and model: "
+                f"{_named(wf)}: {', '.join(differ)} differ from those of {self._described()}, whose session "
+                f"this is; a session serves one provider, Triton settings and repository (models: {served}): "
                 "run this workflow in a session of its own"
             )
+
+    def wait_ready(self, timeout_s: float | None = None, pilots: int = 1) -> list[Endpoint]:
+        """Return the serving pilots once at least `pilots` serve (all their models loaded);
+        PilotError when every pilot failed, or after `timeout_s` (None: no limit, as a batch queue
+        may hold blocks for long). A session whose blocks start no pilot is ready at once."""
+        if self._dfk is None:
+            raise UserError(f"{self._described()}: open the session first")
+        if not self.starts_pilots:
+            return []
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            endpoints = pilots_since(self.registry, self.started_at)
+            ready = [e for e in endpoints if e.serving()]
+            if len(ready) >= pilots:
+                return ready
+            if endpoints and all(e.state == "failed" for e in endpoints):
+                raise PilotError(f"every pilot failed ({len(endpoints)}); the last one said:\n{endpoints[-1].error}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise PilotError(f"{len(ready)} of {pilots} pilot(s) ready after {timeout_s:.0f} s; "
+                                 f"see {self.dir / 'logs'} and Parsl's {self.dir / 'parsl'}")
+            time.sleep(READY_POLL_S)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> AppFuture:
+        """Run `fn(*args, **kwargs)` on this session's workers: a Parsl app as it is, a plain
+        function as a python_app (made once per function). Inside it, `triton_client()` reaches
+        the node's pilot."""
+        if self._dfk is None:
+            raise UserError(f"{self._described()}: open the session first")
+        if not hasattr(fn, "executors"):  # a plain function, not a Parsl app yet
+            if fn not in self._apps:
+                self._apps[fn] = python_app(fn, executors=[self.label])
+            fn = self._apps[fn]
+        return fn(*args, **kwargs)
 
     def abandon(self, futures: list[cf.Future]) -> None:
         """An interrupted campaign's tasks still run on the session's workers (Parsl cannot cancel

@@ -72,19 +72,24 @@ if [ "$(cut -d" " -f5 /proc/$$/stat)" = "$$" ]; then
 fi' TERM"""
 
 
-def worker_init(spec: ProviderBase) -> str:
-    """Forward stop signals, and put the nodes' Python environment first on PATH (the site's own
-    worker_init, which follows, may call its tools)."""
+def worker_init(spec: ProviderBase, environment: dict[str, str] | None = None) -> str:
+    """Forward stop signals, put the nodes' Python environment first on PATH (the site's own
+    worker_init, which follows, may call its tools), and export `environment` to the workers."""
     bin_dir = Path(python_on_nodes(spec)).parent
-    lines = [FORWARD_TERM, f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"', spec.worker_init]
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in (environment or {}).items()]
+    lines = [FORWARD_TERM, f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"', *exports, spec.worker_init]
     return "\n".join(filter(None, lines))
 
 
-def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, retries: int) -> Config:
-    executor = HighThroughputExecutor(
-        label=EXECUTOR_LABEL,
+def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EXECUTOR_LABEL,
+                  environment: dict[str, str] | None = None) -> HighThroughputExecutor:
+    """The executor whose every block (node) starts one pilot with `pilot_config` before its
+    workers, or none (None: the tasks find a server elsewhere); `environment` is exported to
+    the workers."""
+    return HighThroughputExecutor(
+        label=label,
         address=spec.address or spec.default_address,
-        provider=spec.parsl_provider(worker_init(spec)),
+        provider=spec.parsl_provider(worker_init(spec, environment)),
         max_workers_per_node=spec.workers_per_node,
         # a task waiting at each worker's node, so a worker starts its next chunk as it returns one
         # instead of after a round trip through the interchange: 4-6 % more items/s at 300k items
@@ -99,8 +104,12 @@ def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, re
         heartbeat_period=max(1, spec.heartbeat_threshold_s // 5),
         heartbeat_threshold=spec.heartbeat_threshold_s,
     )
+
+
+def make_config(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, retries: int,
+                label: str = EXECUTOR_LABEL) -> Config:
     return Config(
-        executors=[executor], run_dir=str(run_dir), retries=retries,
+        executors=[make_executor(spec, pilot_config, label)], run_dir=str(run_dir), retries=retries,
         strategy_period=spec.strategy_period_s, usage_tracking=0,
         initialize_logging=FileLogging(level=logging.getLevelName(spec.parsl_log.upper())),
     )
@@ -148,13 +157,14 @@ def render_batch_script(spec: ProviderBase, pilot_config: Path | None, run_dir: 
         return "\n".join(parts).replace(script_dir, str(run_dir / "submit_scripts"))
 
 
-def load(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, retries: int) -> DataFlowKernel:
+def load(spec: ProviderBase, run_dir: Path, pilot_config: Path | None, retries: int,
+         label: str = EXECUTOR_LABEL) -> DataFlowKernel:
     """parsl.load of make_config, whose first blocks are submitted as soon as the executor is up.
     Parsl submits init_blocks at its strategy's first poll after the executor has started, which
     comes up to a strategy period later (half a second on the local profile, a second by default,
     on the path to the first result); so the DataFlowKernel polls every FIRST_POLL_S while its
     interchange starts, and at the profile's period from its next poll on, which submits them."""
-    config = make_config(spec, run_dir, pilot_config, retries)
+    config = make_config(spec, run_dir, pilot_config, retries, label)
     config.strategy_period = FIRST_POLL_S
     dfk = parsl.load(config)
     dfk.job_status_poller.interval = spec.strategy_period_s

@@ -198,18 +198,32 @@ def _make_paths_absolute(wf: Workflow) -> None:
         wf.triton.binary = str((base / wf.triton.binary).resolve())
 
 
+def repository_models(repo: Path, models: list[str] | None, where: str = "repository",
+                      where_model: str = "models") -> list[str]:
+    """The models a pilot would serve from `repo`: those named (each must be a folder there), or
+    None for all of them."""
+    if not repo.is_dir():
+        raise UserError(f"{where}: folder {repo} does not exist")
+    held = sorted(p.name for p in repo.iterdir() if p.is_dir())
+    for model in models or []:
+        if model not in held:
+            raise UserError(f"{where_model}: no model {model!r} in {repo} (it holds: {', '.join(held) or 'nothing'})")
+    return list(models) if models is not None else held
+
+
+def provider_spec(ref: str | Path | ProviderBase) -> ProviderBase:
+    """A provider profile from its name, its file, or itself (see `provider_search_path`)."""
+    if isinstance(ref, ProviderBase):
+        return ref
+    data = _resolve_provider_ref(str(ref), "provider", None)
+    return ProviderFile.model_validate({"provider": data}).provider
+
+
 def check_workflow(wf: Workflow, node: yaml.Node | None = None) -> None:
     """Checks that need the filesystem: the model exists, the input glob matches something."""
     where = lambda loc: f"{wf.source}:{_line_of(node, loc)}" if node else str(wf.source)  # noqa: E731
-    repo = wf.model.repository
-    if not repo.is_dir():
-        raise UserError(f"{where(('model', 'repository'))}: model.repository: folder {repo} does not exist")
-    if not (repo / wf.model.name / "config.pbtxt").is_file() and not (repo / wf.model.name).is_dir():
-        models = sorted(p.name for p in repo.iterdir() if p.is_dir())
-        raise UserError(
-            f"{where(('model', 'name'))}: model.name: no model {wf.model.name!r} in {repo} "
-            f"(it holds: {', '.join(models) or 'nothing'})"
-        )
+    repository_models(wf.model.repository, [wf.model.name], where(("model", "repository")) + ": model.repository",
+                      where(("model", "name")) + ": model.name")
     if next(glob.iglob(wf.inputs.files, recursive=True), None) is None:
         raise UserError(
             f"{where(('inputs', 'files'))}: inputs.files: the glob {wf.inputs.files} matches no file"
