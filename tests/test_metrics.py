@@ -45,3 +45,20 @@ def test_counters_of_two_server_lifetimes_add_up():
     assert total["inferences"] == 1290 and "gpu_utilization" not in total
     assert metrics.add(total, {}) == total  # a restart before its first reading loses nothing
     assert metrics.describe(None)["avg_batch"] is None and metrics.describe({})["requests"] is None
+
+
+def test_counters_are_kept_per_model_too():
+    text = "\n".join([
+        "# TYPE nv_inference_request_success counter",
+        'nv_inference_request_success{model="digits",version="1"} 10',
+        'nv_inference_request_success{model="jets",version="1"} 4',
+        "# TYPE nv_inference_count counter",
+        'nv_inference_count{model="digits",version="1"} 640',
+        'nv_inference_count{model="jets",version="1"} 8',
+        "# TYPE nv_inference_exec_count counter",
+        'nv_inference_exec_count{model="digits",version="1"} 5',
+        'nv_inference_exec_count{model="jets",version="1"} 4',
+    ]) + "\n"
+    described = metrics.describe(metrics.subtract(metrics.parse(text), {}))
+    assert (described["requests"], described["inferences"]) == (14, 648)
+    assert described["models"]["digits"]["avg_batch"] == 128.0 and described["models"]["jets"]["requests"] == 4

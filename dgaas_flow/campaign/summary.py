@@ -99,6 +99,10 @@ def format_summary(s: dict[str, Any]) -> str:
             lines.append(f"  triton {t['endpoint']}: {t['requests']} requests, batch {t['avg_batch']} on average, "
                          f"queue {t['queue_ms_per_request']} ms/request, compute {t['compute_ms_per_execution']} "
                          f"ms/execution" + (" (as last published: the pilot did not answer)" if t.get("stale") else ""))
+            models = t.get("models") or {}
+            for model, m in models.items() if len(models) > 1 else ():
+                lines.append(f"    model {model}: {m['requests']} requests, batch {m['avg_batch']} on average, "
+                             f"queue {m['queue_ms_per_request']} ms/request")
     for reason, n in s["failures_by_reason"].items():
         lines.append(f"  failed: {n} x {reason}")
     lines.append(f"  results: {s['out_dir']}/{RESULTS}   summary: {s['out_dir']}/{SUMMARY}")

@@ -28,17 +28,26 @@ GPU_UTILIZATION = "nv_gpu_utilization"  # a gauge, 0..1 per GPU
 GPU_SUM, GPU_SAMPLES = "gpu_utilization_sum", "gpu_utilization_samples"
 
 
+MODEL_PREFIX = "model/"  # per-model counters: model/<name>/<counter>, beside the totals
+
+
 def parse(text: str) -> dict[str, float]:
-    """Counters by our names, and `gpu_utilization` (the mean over GPUs) when the server has any."""
+    """Counters by our names, summed over models and per model (`model/<name>/<counter>`), and
+    `gpu_utilization` (the mean over GPUs) when the server has any."""
     totals = dict.fromkeys(COUNTERS.values(), 0.0)
     gpus: list[float] = []
     for family in text_string_to_metric_families(text):
         # the parser names a counter's samples <name>_total, whatever the server wrote
-        samples = [s.value for s in family.samples if s.name in (family.name, f"{family.name}_total")]
+        samples = [s for s in family.samples if s.name in (family.name, f"{family.name}_total")]
         if family.name in COUNTERS:
-            totals[COUNTERS[family.name]] += sum(samples)
+            ours = COUNTERS[family.name]
+            for sample in samples:
+                totals[ours] += sample.value
+                if "model" in sample.labels:
+                    key = f"{MODEL_PREFIX}{sample.labels['model']}/{ours}"
+                    totals[key] = totals.get(key, 0.0) + sample.value
         elif family.name == GPU_UTILIZATION:
-            gpus += samples
+            gpus += [sample.value for sample in samples]
     if gpus:
         totals["gpu_utilization"] = sum(gpus) / len(gpus)
     return totals
@@ -66,11 +75,30 @@ def subtract(after: dict[str, float], before: dict[str, float]) -> dict[str, flo
     return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
+def per_model(counters: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The per-model counters, by model."""
+    models: dict[str, dict[str, float]] = {}
+    for key, value in counters.items():
+        if key.startswith(MODEL_PREFIX):
+            model, name = key[len(MODEL_PREFIX):].rsplit("/", 1)
+            models.setdefault(model, {})[name] = value
+    return models
+
+
 def describe(counters: dict[str, float] | None) -> dict[str, Any]:
-    """The figures a person reads: requests, achieved batch size, queue and compute time."""
+    """The figures a person reads: requests, achieved batch size, queue and compute time, in all
+    and (`models`) for each model the server counted."""
     if not counters:
         return {"requests": None, "failures": None, "inferences": None, "executions": None, "avg_batch": None,
-                "queue_ms_per_request": None, "compute_ms_per_execution": None, "gpu_utilization": None}
+                "queue_ms_per_request": None, "compute_ms_per_execution": None, "gpu_utilization": None,
+                "models": {}}
+    figures = _figures(counters)
+    figures["models"] = {model: {k: v for k, v in _figures(own).items() if k != "gpu_utilization"}
+                         for model, own in sorted(per_model(counters).items())}
+    return figures
+
+
+def _figures(counters: dict[str, float]) -> dict[str, Any]:
     requests, executions = counters.get("requests", 0.0), counters.get("executions", 0.0)
     per = lambda us, n: round(us / n / 1000.0, 3) if n else None  # noqa: E731
     samples = counters.get(GPU_SAMPLES)

@@ -318,9 +318,15 @@ def _triton(c: Campaign) -> str:
         total = [_cell("all pilots"), *(_cell(fmt(sum(getattr(t, k) or 0 for t in c.triton)), True)
                                         for k in ("requests", "failures", "inferences", "executions")),
                  _cell(fmt(avg_batch, 2), True), _cell(fmt(queue_ms), True), _cell(""), _cell("")]
-    return (_table("triton", header, rows, total)
-            + '<p class="meta">Counters over each pilot\'s lifetime, summed over its models, read from its '
-              "metrics port just before the blocks stopped. Avg batch: inferences per execution.</p>")
+    by_model = [[_cell(_text(t.endpoint)), _cell(escape(name)), _cell(fmt(m.requests), True),
+                 _cell(fmt(m.inferences), True), _cell(fmt(m.avg_batch, 2), True),
+                 _cell(fmt(m.queue_ms_per_request), True)]
+                for t in c.triton for name, m in t.models.items()]
+    per_model = _table("triton-models", ("endpoint", "model", "requests", "inferences", "avg batch",
+                                         "queue ms/request"), by_model) if by_model else ""
+    return (_table("triton", header, rows, total) + per_model
+            + '<p class="meta">What each pilot counted during this campaign, over all its models, then for each '
+              "model. Avg batch: inferences per execution.</p>")
 
 
 def _configuration(c: Campaign) -> str:

@@ -137,13 +137,16 @@ class TritonStats:
     queue_ms_per_request: float | None
     compute_ms_per_execution: float | None
     gpu_utilization: float | None
+    models: dict[str, TritonStats] = field(default_factory=dict)  # the same figures for each model served
 
     @classmethod
     def read(cls, f: Fields) -> TritonStats:
+        models = f.obj("models")
         return cls(f.string("endpoint"), f.string("metrics_url"), f.integer("requests"), f.integer("failures"),
                    f.integer("inferences"), f.integer("executions"), f.number("avg_batch"),
                    f.number("queue_ms_per_request"), f.number("compute_ms_per_execution"),
-                   f.number("gpu_utilization"))
+                   f.number("gpu_utilization"),
+                   {name: cls.read(models.obj(name)) for name in models.data} if models else {})  # type: ignore[arg-type]
 
 
 def triton_totals(stats: list[TritonStats]) -> tuple[float | None, float | None]:
