@@ -43,6 +43,11 @@ def _named(wf: Workflow) -> str:
     return f"workflow {wf.name}" + (f" ({source})" if source else "")
 
 
+def _site(provider: ProviderBase) -> dict[str, Any]:
+    """What a provider's blocks are, whatever the profile is called."""
+    return provider.model_dump(exclude={"name"})
+
+
 def _parsl_loaded() -> bool:
     try:
         parsl.dfk()
@@ -188,8 +193,8 @@ class Session:
 
     def mismatches(self, wf: Workflow) -> list[str]:
         """The workflow's fields that this session's blocks and pilots do not match."""
-        ours = (self.provider, self.triton, self.server, self.task_retries, self.repository)
-        theirs = (wf.provider, wf.triton, wf.server, wf.task_retries, wf.model.repository)
+        ours = (_site(self.provider), self.triton, self.server, self.task_retries, self.repository)
+        theirs = (_site(wf.provider), wf.triton, wf.server, wf.task_retries, wf.model.repository)
         names = ("provider", "triton", "server", "task_retries", "model.repository")
         differ = [name for name, a, b in zip(names, ours, theirs, strict=True) if a != b]
         if self.starts_pilots and self.models is not None and wf.model.name not in self.models:
@@ -286,6 +291,12 @@ class Session:
         if self._dfk is None:
             return
         logger.info("closing the session in %s: cancelling its blocks", self.dir)
+        # Parsl's cleanup shuts its executors down before its pool of task launches: a session
+        # closed while apps are still being submitted (an error in the `with` body) would have a
+        # launch write to a closed socket, which aborts the interpreter. Launches stop first.
+        launches = getattr(self._dfk, "_task_launch_pool", None)
+        if launches is not None:
+            launches.shutdown(wait=True, cancel_futures=True)
         try:
             self._dfk.cleanup()
         finally:
