@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.jets import prepared_jets
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,9 @@ PYTHON = [pytest.param(page, i, id=f"{page.name}-{i}") for page in PAGES for i i
 
 @pytest.fixture
 def workdir(tmp_path: Path, digits_data) -> Path:
-    """A user's folder: the examples' relative paths (workflows/...) resolve as in the checkout."""
+    """A user's folder: the examples' relative paths (workflows/...) resolve as in the checkout,
+    whose examples are prepared."""
+    prepared_jets()
     (tmp_path / "workflows").symlink_to(ROOT / "workflows")
     return tmp_path
 
