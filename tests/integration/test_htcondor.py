@@ -139,5 +139,7 @@ def test_glideinwms_blocks_run_only_where_the_glidein_started_triton(htcondor_po
     finally:
         if driver is not None and driver.poll() is None:
             driver.kill()
-        reconfigure_startd(htcondor_pool, [])
-        assert glidein.cleanup().returncode == 0
+        try:
+            reconfigure_startd(htcondor_pool, [])
+        finally:  # the glidein's server goes even if the pool cannot be reconfigured
+            assert glidein.cleanup().returncode == 0
