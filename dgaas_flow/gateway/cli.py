@@ -56,7 +56,7 @@ def _settings(args: argparse.Namespace):
     if not registry and not args.collector:
         registry = [DEFAULT_PILOT_DIR.resolve()]
     if args.collector:
-        from dgaas_flow.gateway.discovery import collector_available
+        from dgaas_flow.gateway.targets import collector_available
 
         if not collector_available():
             raise UserError("--collector needs the HTCondor Python bindings (`pip install htcondor`)")

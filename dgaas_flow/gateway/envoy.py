@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from dgaas_flow.errors import ServiceError, UserError
-from dgaas_flow.gateway.discovery import Target
+from dgaas_flow.gateway.targets import Target
 from dgaas_flow.processes import write_atomic
 
 HTTP_CLUSTER = "triton_http"

@@ -38,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dgaas_flow.errors import UserError
 from dgaas_flow.gateway import envoy as envoy_config
-from dgaas_flow.gateway.discovery import (
+from dgaas_flow.gateway.envoy import EnvoyError
+from dgaas_flow.gateway.targets import (
     COLLECTOR_CONSTRAINT,
     CollectorSource,
     RegistrySource,
@@ -46,7 +47,6 @@ from dgaas_flow.gateway.discovery import (
     Target,
     collect,
 )
-from dgaas_flow.gateway.envoy import EnvoyError
 from dgaas_flow.gateway.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, jwks, load_public_keys
 from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot.ports import free_ports

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from dgaas_flow.gateway import envoy as E
-from dgaas_flow.gateway.discovery import Target
 from dgaas_flow.gateway.gateway import GatewaySettings
+from dgaas_flow.gateway.targets import Target
 from dgaas_flow.gateway.tokens import jwks, load_public_keys
 
 PILOTS = [

@@ -1,4 +1,4 @@
-"""Where the gateway finds its pilots: a registry folder of endpoint files, and/or the HTCondor
+"""The gateway's targets, the pilots it fronts: from a registry folder of endpoint files, and/or the HTCondor
 collector (the startd ads of glideins that publish TRITON_ADDRESS / TRITON_GRPC_ADDRESS).
 
 Each source returns `Target`s: one pilot's HTTP and gRPC addresses, resolved to IP addresses

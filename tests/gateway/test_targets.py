@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-from dgaas_flow.gateway.discovery import (
+from dgaas_flow.gateway.targets import (
     COLLECTOR_CONSTRAINT,
     CollectorSource,
     RegistrySource,
