@@ -170,13 +170,18 @@ def test_unfinished_headers_are_cut_off_and_valid_requests_still_answered(setup)
 def test_a_token_without_exp_gets_401(setup):
     key = tokens.load_private_key(setup.keys["private"])
     now = int(time.time())
-    forever = jwt.encode({"iss": tokens.DEFAULT_ISSUER, "aud": tokens.DEFAULT_AUDIENCE, "sub": "alice",
-                          "scope": "triton.infer", "iat": now, "nbf": now}, key, algorithm="ES256")
-    status, body, _ = setup.raw("GET", "/v2/health/ready", forever)
-    assert status == 401 and "exp" in json.loads(body)["error"].lower()
-    long_lived = jwt.encode({"iss": tokens.DEFAULT_ISSUER, "aud": tokens.DEFAULT_AUDIENCE, "sub": "alice",
-                             "scope": "triton.infer", "iat": now, "exp": now + 30 * 86400}, key, algorithm="ES256")
-    assert setup.raw("GET", "/v2/health/ready", long_lived)[0] == 401
+    claims = {"iss": tokens.DEFAULT_ISSUER, "aud": tokens.DEFAULT_AUDIENCE, "sub": "alice", "scope": "triton.infer",
+              "iat": now, "nbf": now}
+    kid = {"kid": tokens.public_jwk(key.public_key())["kid"]}
+
+    def signed(**extra) -> str:
+        return jwt.encode({**claims, **extra}, key, algorithm="ES256", headers=kid)
+
+    assert setup.raw("GET", "/v2/health/ready", signed(exp=now + 600))[0] == 200  # the same token with exp
+    status, body, _ = setup.raw("GET", "/v2/health/ready", signed())
+    assert status == 401 and json.loads(body)["error"]
+    assert setup.raw("GET", "/v2/health/ready", signed(exp=now + 30 * 86400))[0] == 401  # lives too long
+    wait_quota()
 
 
 def test_one_subject_over_its_quota_gets_429_while_another_is_served(setup):
