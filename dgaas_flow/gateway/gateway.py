@@ -320,7 +320,7 @@ class Gateway:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise EnvoyError(f"envoy exited with status {self._proc.returncode} before it was ready; "
-                                 f"log {self.envoy_log}:\n{log_tail(self.envoy_log)}")
+                                 f"log {self.envoy_log}:\n{self._log_tail()}")
             if not admin_live:
                 status, body = admin_get(self.admin_socket, "/ready")
                 admin_live = status == 200 and body.strip() == b"LIVE"
@@ -339,7 +339,7 @@ class Gateway:
         while not self._stop.wait(self.settings.sync_interval_s):
             if self._proc is not None and self._proc.poll() is not None:
                 self.state.error = (f"envoy exited with status {self._proc.returncode}; "
-                                    f"log {self.envoy_log}:\n{log_tail(self.envoy_log)}")
+                                    f"log {self.envoy_log}:\n{self._log_tail()}")
                 self._log(self.state.error)
                 self._set_state("failed")
                 self.failed.set()
@@ -349,6 +349,12 @@ class Gateway:
             except OSError as exc:  # a full disk or a vanished folder must not end the loop
                 self._log(f"sync failed: {exc}")
             self._note_untrusted()
+
+    def _log_tail(self) -> str:
+        """The end of an exited Envoy's log, once its last lines have been copied there."""
+        if self._log_copier is not None:
+            self._log_copier.join(timeout=10)
+        return log_tail(self.envoy_log)
 
     def _note_untrusted(self) -> None:
         """Say once which collector ads were left out as untrusted, and when that changes."""
