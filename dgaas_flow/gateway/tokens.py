@@ -35,6 +35,9 @@ SCOPE_ADMIN = "triton.admin"
 DEFAULT_ISSUER = "dgaas-flow"
 DEFAULT_AUDIENCE = "dgaas-flow-gateway"
 DEFAULT_LIFETIME_S = 3 * 3600
+# The gateway refuses tokens that live longer (a stolen one is good until it expires); WLCG's
+# profile keeps access tokens to hours. `token issue` refuses a longer lifetime.
+MAX_LIFETIME_S = 24 * 3600
 ENV_TOKEN_DIR = "DGAAS_TOKEN_DIR"
 PRIVATE_KEY = "signing.pem"
 PUBLIC_KEY = "public.pem"
@@ -149,8 +152,14 @@ def issue_token(
     issuer: str = DEFAULT_ISSUER,
     audience: str = DEFAULT_AUDIENCE,
     lifetime: str | int = DEFAULT_LIFETIME_S,
+    max_lifetime: str | int = MAX_LIFETIME_S,
     now: float | None = None,
 ) -> str:
+    """A signed token; TokenError for a lifetime above max_lifetime (the gateway would refuse it)."""
+    seconds, longest = parse_lifetime(lifetime), parse_lifetime(max_lifetime)
+    if seconds > longest:
+        raise TokenError(f"lifetime {lifetime}: longer than the maximum of {longest} s that gateways accept "
+                         "by default (gateway start --max-token-lifetime; token issue --max-lifetime)")
     if not isinstance(private_key, ec.EllipticCurvePrivateKey):
         private_key = load_private_key(Path(private_key))
     scopes = scope.split() if isinstance(scope, str) else list(scope)
@@ -165,7 +174,7 @@ def issue_token(
         "scope": " ".join(scopes),
         "iat": issued,
         "nbf": issued,
-        "exp": issued + parse_lifetime(lifetime),
+        "exp": issued + seconds,
         "jti": str(uuid.uuid4()),
     }
     kid = public_jwk(private_key.public_key())["kid"]
@@ -180,8 +189,10 @@ def verify_token(
     audience: str = DEFAULT_AUDIENCE,
     require_scope: str | None = None,
     leeway_s: float = 0,
+    max_lifetime_s: int = MAX_LIFETIME_S,
 ) -> dict[str, Any]:
-    """The token's claims if it is valid for this issuer and audience (and scope); else TokenError."""
+    """The token's claims if it is valid for this issuer and audience (and scope), with an `exp`
+    at most max_lifetime_s after its `iat`, as the gateway checks; else TokenError."""
     if not isinstance(public_keys, list):
         public_keys = load_public_keys(Path(public_keys))
     options = {"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "scope", "jti"]}
@@ -195,6 +206,9 @@ def verify_token(
             continue
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token: {exc}") from None
+        if claims["exp"] - claims["iat"] > max_lifetime_s:
+            raise TokenError(f"invalid token: it lives {claims['exp'] - claims['iat']} s, longer than the "
+                             f"maximum of {max_lifetime_s} s")
         if require_scope and not has_scope(claims, require_scope):
             raise TokenError(f"token scope {claims.get('scope')!r} lacks {require_scope}")
         return claims

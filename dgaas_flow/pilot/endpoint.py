@@ -19,6 +19,7 @@ from dgaas_flow.processes import alive, write_atomic
 ENV_URL = "DGAAS_TRITON_URL"
 ENV_GRPC_URL = "DGAAS_TRITON_GRPC_URL"
 ENV_ENDPOINT_FILE = "DGAAS_ENDPOINT_FILE"
+KEY_SUFFIX = ".key"
 METRICS_REQUEST = "metrics-request"  # in a registry: the id of the latest request for fresh counters
 # A remote pilot's file must be older than this to count as gone: the reader's clock is not the
 # pilot's, and clusters run with up to 5 minutes between them (munge's and Kerberos's tolerance).
@@ -103,6 +104,20 @@ class Endpoint(BaseModel):
     @classmethod
     def read(cls, path: Path) -> Endpoint:
         return cls.model_validate_json(Path(path).read_text())
+
+
+def key_file(endpoint_file: Path) -> Path:
+    """Where a pilot keeps the secret its server's control plane asks for: beside its endpoint
+    file, mode 0600, never inside the endpoint, which every reader of the registry sees."""
+    return Path(endpoint_file).with_suffix(KEY_SUFFIX)
+
+
+def read_key(path: Path) -> str | None:
+    """A pilot's secret, if this user may read it (the pilot's owner, its gateway); else None."""
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def read_registry(registry: Path) -> list[Endpoint]:

@@ -7,6 +7,11 @@ then runs the server inside that instance with `apptainer exec instance://NAME`,
 pilot owns a real server process to supervise; `apptainer instance stop` ends it.
 `docker` is the report's `docker run --rm --net=host -v <repo>:/models <image> tritonserver ...`.
 All three share one set of server flags.
+
+The server's control plane (model repository, shared memory, statistics, trace, logging) answers
+only requests that carry the pilot's secret in the `dgaas-pilot-key` header (Triton's
+`--http-restricted-api` / `--grpc-restricted-protocol`): any local user reaches the loopback
+ports, and a model loaded from an uploaded `model.py` runs code as the pilot's user.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot.settings import TritonSettings
 
 CONTAINER_REPOSITORY = "/models"
+SECRET_HEADER = "dgaas-pilot-key"  # lower case: gRPC metadata keys must be
+# Triton's API groups that change or reveal the server, not use it; health, metadata, model-config
+# and inference stay open for clients on the node (tasks reach their pilot without a token).
+RESTRICTED_APIS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ def server_flags(
     gpus: list[str],
     settings: TritonSettings,
     backend_dir: Path | None = None,
+    secret: str | None = None,
 ) -> list[str]:
     flags = [
         f"--model-repository={repository}",
@@ -81,6 +91,9 @@ def server_flags(
         flags += [f"--load-model={m}" for m in models]
     if not gpus:
         flags += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
+    if secret:
+        restricted = f"{','.join(RESTRICTED_APIS)}:{SECRET_HEADER}={secret}"
+        flags += [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
     return flags + list(settings.extra_args)
 
 
@@ -91,16 +104,18 @@ def plan_launch(
     ports: Ports,
     gpus: list[str],
     name: str,
+    secret: str | None = None,
 ) -> LaunchPlan:
-    """The exact commands for a launch mode; unit-tested argv for argv."""
+    """The exact commands for a launch mode; unit-tested argv for argv. With `secret`, the
+    server's control plane needs it (the pilot always gives one)."""
     if settings.launch == "binary":
         binary, backend_dir, env = binary_installation(settings.binary)
-        flags = server_flags(str(repository), ports, settings.listen, models, gpus, settings, backend_dir)
+        flags = server_flags(str(repository), ports, settings.listen, models, gpus, settings, backend_dir, secret)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         return LaunchPlan(run=[str(binary), *flags], env={**math_threads(), **env})
 
-    flags = server_flags(CONTAINER_REPOSITORY, ports, settings.listen, models, gpus, settings)
+    flags = server_flags(CONTAINER_REPOSITORY, ports, settings.listen, models, gpus, settings, secret=secret)
     bind = f"{repository}:{CONTAINER_REPOSITORY}"
     if settings.launch == "apptainer":
         nv = ["--nv"] if gpus else []

@@ -3,28 +3,39 @@
 One thread owns the server process from spawn to stop. The server runs in its own session (so
 its Python-backend stubs are stopped together with it) and receives SIGTERM if that thread dies
 (PR_SET_PDEATHSIG), so a killed pilot never leaves an orphaned server behind.
+
+Healthy means serving: the server answers ready and so does every model it serves. A model that
+went away (unloaded through the gateway by an admin token, or failed) is loaded again with the
+pilot's secret; meanwhile the pilot is `restarting`, not a target for anyone, and if the model
+stays away for health_failures probes the server is restarted. The server and its files (log,
+the Python backend's shared memory) are created mode 0600: other users of the node read nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import deque
+from pathlib import Path
+from typing import IO
 
 from dgaas_flow.errors import PilotError
 from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot import metrics
-from dgaas_flow.pilot.endpoint import Endpoint, metrics_request
-from dgaas_flow.pilot.launch import LaunchPlan, Ports, plan_launch, require_tool
+from dgaas_flow.pilot.endpoint import Endpoint, key_file, metrics_request
+from dgaas_flow.pilot.launch import SECRET_HEADER, LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
 from dgaas_flow.pilot.settings import PilotConfig
-from dgaas_flow.processes import http_get, log_tail, shared_memory, stop_group
+from dgaas_flow.processes import http_get, log_tail, shared_memory, stop_group, write_atomic
 
 STOP_GRACE_S = 8.0
 BACKEND_SHM = "triton_python_backend_shm_region_"
@@ -50,6 +61,21 @@ def detect_gpus(environ: os._Environ | dict[str, str] = os.environ) -> list[str]
 
 
 _PILOTS_IN_PROCESS = itertools.count()
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def private_child() -> None:
+    """In the server's process before exec: the files it creates are its user's alone, and it
+    dies with the thread that owns it."""
+    os.umask(0o077)
+    die_with_parent()
+
+
+def open_private(path: Path, mode: str = "ab") -> IO:
+    """A log file only its owner reads (it may hold model errors and inputs)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)  # an older file of the same name may have been created readable
+    return os.fdopen(fd, mode)
 
 
 class Pilot:
@@ -61,6 +87,9 @@ class Pilot:
         self.name = f"dgaas-{host}-{os.getpid()}" + (f"-{n}" if n else "")
         self.log_file = config.log_dir / f"{self.name}.log"
         self.endpoint_file = config.registry / f"{self.name}.json" if config.registry else None
+        self.secret = secrets.token_hex(16)  # the server's control plane answers only with it
+        self.key_file = key_file(self.endpoint_file or config.log_dir / f"{self.name}.json")
+        self._served: list[str] = list(config.models)  # filled from the server when it serves a whole repository
         settings = config.triton
         self.plan: LaunchPlan | None = None
         listen = settings.listen
@@ -110,6 +139,7 @@ class Pilot:
         """Start the server and return at once: the endpoint (state `starting`) is published, and
         its URLs are final unless a port is taken meanwhile (the endpoint file then says so)."""
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.key_file, self.secret + "\n")  # mkstemp: mode 0600
         self._publish()
         self._thread.start()
         return self.endpoint
@@ -165,6 +195,7 @@ class Pilot:
             self._error = exc
             self.endpoint.error = str(exc)
             self._terminate()
+            self.key_file.unlink(missing_ok=True)
             self._set_state("stopped" if self._stop.is_set() else "failed")
             return
         self._set_state("ready")
@@ -174,31 +205,57 @@ class Pilot:
             self._supervise()
         finally:
             self._terminate()
+            self.key_file.unlink(missing_ok=True)
             self._set_state("stopped")
 
     def _make_plan(self) -> LaunchPlan:
         settings = self.config.triton
-        plan = plan_launch(settings, self.config.repository, self.config.models, self.ports, self.gpus, self.name)
+        plan = plan_launch(settings, self.config.repository, self.config.models, self.ports, self.gpus, self.name,
+                           secret=self.secret)
         if settings.launch != "binary":
             require_tool(plan, settings.launch)
         return plan
 
     def _problem(self) -> str | None:
-        """Why the server needs a restart now: it exited, or it stopped answering health probes
-        (hung, e.g. SIGSTOP, or wedged) for health_failures probes in a row."""
+        """Why the server needs a restart now: it exited, or it stopped serving (hung, e.g.
+        SIGSTOP, or wedged, or a model it serves went away and would not load again) for
+        health_failures probes in a row."""
         settings = self.config.triton
         if self._proc is None or self._proc.poll() is not None:
             return f"server exited ({self._proc.returncode if self._proc else 'never started'})"
         if time.monotonic() < self._next_probe:
             return None
         self._next_probe = time.monotonic() + settings.health_interval_s
-        self._misses = 0 if self.is_ready(timeout=settings.health_interval_s) else self._misses + 1
+        missing = self.missing_models(timeout=settings.health_interval_s)
+        self._protect_regions()  # a model loaded again has new ones
+        self._misses = 0 if missing == [] else self._misses + 1
+        if missing:
+            self._reload(missing)
+        elif missing == [] and self.endpoint.state == "restarting":
+            self._log("every model is ready again")
+            self.endpoint.state = "ready"
         if self._misses or not self._read_metrics():
             self._publish()  # the heartbeat, at every probe: readers elsewhere tell a live pilot from a dead node by it
         if self._misses < settings.health_failures:
             return None
         self._terminate(kill=True)
-        return f"server unresponsive for {self._misses} health probes"
+        return f"server not serving for {self._misses} health probes" + (f" (models {', '.join(missing)} not ready)"
+                                                                          if missing else "")
+
+    def _reload(self, models: list[str]) -> None:
+        """A served model went away: not serving until it is back; ask the server to load it
+        again (the repository API needs the pilot's secret)."""
+        if self.endpoint.state == "ready":
+            self._set_state("restarting")
+        for model in models:
+            self._log(f"model {model} is not ready; loading it again")
+            request = urllib.request.Request(f"{self.probe_url}/v2/repository/models/{model}/load", data=b"",
+                                             method="POST", headers={SECRET_HEADER: self.secret})
+            try:
+                with _NO_PROXY.open(request, timeout=self.config.triton.ready_timeout_s):
+                    pass
+            except OSError as exc:  # HTTPError included: the next probe decides
+                self._log(f"loading {model} failed: {exc}")
 
     def _supervise(self) -> None:
         """Restart a server that died or hung; more than max_restarts restarts within
@@ -244,11 +301,11 @@ class Pilot:
         if plan.before:  # e.g. `apptainer instance start`, which may pull an image: bounded too
             self._run_step(plan.before, timeout=self.config.triton.ready_timeout_s)
         env = {**os.environ, **plan.env}
-        with open(self.log_file, "ab") as log:
+        with open_private(self.log_file) as log:
             try:
                 self._proc = subprocess.Popen(
                     plan.run, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, start_new_session=True, preexec_fn=die_with_parent,
+                    env=env, start_new_session=True, preexec_fn=private_child,
                 )
             except OSError as exc:
                 raise PilotError(f"cannot start {plan.run[0]}: {exc}") from None
@@ -261,7 +318,9 @@ class Pilot:
                     f"log {self.log_file}:\n{log_tail(self.log_file)}"
                 )
             if self.is_ready(timeout=2):
-                self._regions = shared_memory(self._proc.pid, BACKEND_SHM)  # a crash cannot tell them later
+                self._protect_regions()
+                if not self.config.models:
+                    self._served = self._repository_ready()
                 return
             time.sleep(POLL_S)
         if self._stop.is_set():
@@ -312,6 +371,28 @@ class Pilot:
     def is_ready(self, timeout: float) -> bool:
         return http_get(f"{self.probe_url}/v2/health/ready", timeout)[0] == 200
 
+    def missing_models(self, timeout: float) -> list[str] | None:
+        """The served models that are not ready ([] when the pilot serves); None when the server
+        is not ready for another reason, or does not answer. (Triton's own readiness turns false
+        when a model it was told to load is unloaded, hence the models first.)"""
+        status = http_get(f"{self.probe_url}/v2/health/ready", timeout)[0]
+        if status is None:
+            return None
+        missing = [m for m in self._served if http_get(f"{self.probe_url}/v2/models/{m}/ready", timeout)[0] != 200]
+        return missing if missing or status == 200 else None
+
+    def _repository_ready(self) -> list[str]:
+        """The models a server of a whole repository made ready at its start: those it serves."""
+        request = urllib.request.Request(f"{self.probe_url}/v2/repository/index", data=b"{}", method="POST",
+                                         headers={SECRET_HEADER: self.secret})
+        try:
+            with _NO_PROXY.open(request, timeout=10) as r:
+                index = json.loads(r.read())
+        except (OSError, ValueError) as exc:
+            self._log(f"cannot read the repository index, only the server's readiness is checked: {exc}")
+            return []
+        return sorted({m["name"] for m in index if m.get("state") == "READY"})
+
     def _terminate(self, kill: bool = False) -> None:
         """Stop the server: SIGTERM and a grace period, or at once with kill=True (a hung or
         SIGSTOPped server does not act on SIGTERM)."""
@@ -345,6 +426,18 @@ class Pilot:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
 
+    def _protect_regions(self) -> None:
+        """Note the Python backend's shared memory (a crash cannot tell it later) and make it the
+        pilot's user's alone: the backend creates it 0644 whatever the umask, and it holds every
+        request's tensors."""
+        if self._proc is None:
+            return
+        found = shared_memory(self._proc.pid, BACKEND_SHM)
+        for path in found - self._regions:
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)
+        self._regions |= found
+
     def _remove_regions(self) -> None:
         """A server that stops unlinks its Python backend's shared memory (64 MB or more a model
         instance); one that was killed or crashed leaves it in /dev/shm, which is memory, until the
@@ -355,7 +448,7 @@ class Pilot:
         self._regions = set()
 
     def _run_step(self, argv: list[str], check: bool = True, timeout: float | None = None) -> None:
-        with open(self.log_file, "ab") as log:
+        with open_private(self.log_file) as log:
             try:
                 result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         timeout=timeout)
@@ -386,5 +479,5 @@ class Pilot:
             self._log(f"cannot write the endpoint file {self.endpoint_file}: {exc}")
 
     def _log(self, message: str) -> None:
-        with open(self.log_file, "a") as log:
+        with open_private(self.log_file, "a") as log:
             log.write(f"[dgaas-flow pilot {time.strftime('%H:%M:%S')}] {message}\n")

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from dgaas_flow.gateway import envoy as E
-from dgaas_flow.gateway.discovery import Target
 from dgaas_flow.gateway.gateway import GatewaySettings
+from dgaas_flow.gateway.targets import Target
 from dgaas_flow.gateway.tokens import jwks, load_public_keys
 
 PILOTS = [
@@ -26,7 +26,7 @@ def rendered(keys, tmp_path: Path):
     settings = GatewaySettings(jwks=keys["jwks"], audiences=["gw-a", "gw-b"], issuer="https://issuer.example",
                                rate_limit_rps=500, rate_limit_burst=800)
     boot = E.render_bootstrap(settings, jwks=jwks(load_public_keys(keys["jwks"])), listen_port=18080,
-                              admin_port=18081, eds_dir=tmp_path / "eds")
+                              admin_socket=tmp_path / "admin.sock", eds_dir=tmp_path / "eds")
     E.write_eds(tmp_path / "eds", PILOTS, version=1)
     path = E.write_bootstrap(boot, tmp_path / "envoy.yaml")
     return boot, path, settings
@@ -45,15 +45,16 @@ def test_real_envoy_accepts_the_bootstrap(rendered):
     E.validate_bootstrap(path)  # raises with envoy's own message if not
 
 
-def test_listener_on_loopback_both_protocols_one_port_admin_on_loopback(rendered):
+def test_listener_on_loopback_both_protocols_one_port_admin_on_a_private_socket(rendered, tmp_path):
     boot, _, _ = rendered
     listener = boot["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18080}
     assert _hcm(boot)["codec_type"] == "AUTO"
-    assert boot["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18081}
+    assert boot["admin"]["address"] == {"pipe": {"path": str(tmp_path / "admin.sock"), "mode": 0o600}}
     names = [f["name"] for f in _hcm(boot)["http_filters"]]
-    assert names == ["envoy.filters.http.local_ratelimit", "envoy.filters.http.jwt_authn",
-                     "envoy.filters.http.rbac", "envoy.filters.http.router"]
+    # authentication first: unauthenticated traffic touches no quota
+    assert names == ["envoy.filters.http.jwt_authn", "envoy.filters.http.local_ratelimit",
+                     "envoy.filters.http.rbac", "envoy.filters.http.buffer", "envoy.filters.http.router"]
 
 
 def test_jwt_authn_inline_jwks_issuer_audiences_payload_in_metadata(rendered, keys):
@@ -132,7 +133,8 @@ def test_rbac_infer_scope_allowlist_and_admin_scope_for_the_rest(rendered):
 
 def test_routes_clusters_balancing_health_outliers_retries_ratelimit(rendered, tmp_path):
     boot, _, settings = rendered
-    grpc_route, http_route = _hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]
+    routes = {r["name"]: r for r in _hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]}
+    grpc_route, http_route = routes["grpc"], routes["http"]
     assert grpc_route["match"] == {"prefix": "/", "grpc": {}} and grpc_route["route"]["cluster"] == E.GRPC_CLUSTER
     assert http_route["route"]["cluster"] == E.HTTP_CLUSTER
     assert set(grpc_route["route"]["retry_policy"]["retry_on"].split(",")) >= {"connect-failure", "reset",
@@ -148,9 +150,12 @@ def test_routes_clusters_balancing_health_outliers_retries_ratelimit(rendered, t
         assert c["ignore_health_on_host_removal"] is True
     grpc_opts = clusters[E.GRPC_CLUSTER]["typed_extension_protocol_options"]
     assert "http2_protocol_options" in json.dumps(grpc_opts)
-    assert "typed_extension_protocol_options" not in clusters[E.HTTP_CLUSTER]  # HTTP/1.1 upstream
-    bucket = _filter(boot, "envoy.filters.http.local_ratelimit")["token_bucket"]
-    assert bucket == {"max_tokens": 800, "tokens_per_fill": 500, "fill_interval": "1s"}
+    assert "http2_protocol_options" not in json.dumps(clusters[E.HTTP_CLUSTER])  # HTTP/1.1 upstream
+    limit = _filter(boot, "envoy.filters.http.local_ratelimit")
+    bucket = {"max_tokens": 800, "tokens_per_fill": 500, "fill_interval": "1s"}
+    assert limit["descriptors"] == [{"entries": [{"key": "sub"}], "token_bucket": bucket}]  # one bucket per subject
+    assert limit["rate_limited_as_resource_exhausted"] is True
+    assert {"key": "retry-after", "value": "1"} in [h["header"] for h in limit["response_headers_to_add"]]
 
 
 def test_eds_files_pair_grpc_health_with_the_http_port(rendered, tmp_path):
@@ -188,3 +193,48 @@ def test_a_grpc_only_pilot_is_not_health_checked_on_its_grpc_port():
     (lb,) = E.load_assignment(E.GRPC_CLUSTER, [grpc_only])["resources"][0]["endpoints"][0]["lb_endpoints"]
     assert lb["endpoint"]["health_check_config"] == {"disable_active_health_check": True}
     assert E.load_assignment(E.HTTP_CLUSTER, [grpc_only])["resources"][0]["endpoints"] == []
+
+
+def test_tokens_need_exp_and_a_bounded_lifetime_and_are_cached(rendered):
+    boot, _, settings = rendered
+    provider = _filter(boot, "envoy.filters.http.jwt_authn")["providers"][E.JWT_PROVIDER]
+    assert provider["require_expiration"] is True
+    assert provider["max_lifetime"] == f"{settings.max_token_lifetime_s}s"
+    assert provider["jwt_cache_config"]["jwt_cache_size"] > 0
+
+
+def test_limits_against_abuse_have_safe_defaults(rendered):
+    boot, _, settings = rendered
+    hcm = _hcm(boot)
+    assert hcm["request_headers_timeout"] == "10.000s" and hcm["common_http_protocol_options"]["idle_timeout"]
+    assert _filter(boot, "envoy.filters.http.buffer")["max_request_bytes"] == 64 << 20
+    (monitor,) = boot["overload_manager"]["resource_monitors"]
+    assert monitor["name"] == "envoy.resource_monitors.global_downstream_max_connections"
+    assert monitor["typed_config"]["max_active_downstream_connections"] == settings.max_connections
+    assert boot["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 1 << 20
+
+
+def test_only_admin_routes_add_the_pilots_secret_and_others_strip_it(rendered):
+    boot, _, _ = rendered
+    for route in _hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]:
+        mutation = route.get("typed_per_filter_config", {}).get(E.HEADER_MUTATION)
+        if route["name"].endswith("-admin"):
+            (scope,) = route["match"]["dynamic_metadata"]
+            admin_re = scope["value"]["string_match"]["safe_regex"]["regex"]
+            assert re.fullmatch(admin_re, "triton.infer triton.admin") and not re.fullmatch(admin_re, "triton.infer")
+            (added,) = mutation["mutations"]["request_mutations"]
+            assert added["append"]["header"]["value"] == "%UPSTREAM_METADATA(dgaas:key)%"
+            assert added["append"]["header"]["key"] == (E.GRPC_SECRET_HEADER if "grpc" in route["name"]
+                                                        else E.SECRET_HEADER)
+        else:
+            assert mutation is None and set(route["request_headers_to_remove"]) == {E.SECRET_HEADER,
+                                                                                     E.GRPC_SECRET_HEADER}
+
+
+def test_eds_carries_a_pilots_secret_only_in_its_metadata(tmp_path):
+    E.write_eds(tmp_path / "eds", [Target(http=("127.0.0.1", 8000), grpc=("127.0.0.1", 8001), key="k" * 32)])
+    (endpoint,) = json.loads((tmp_path / "eds" / f"{E.HTTP_CLUSTER}.json").read_text())["resources"][0][
+        "endpoints"][0]["lb_endpoints"]
+    assert endpoint["metadata"]["filter_metadata"][E.PILOT_METADATA]["key"] == "k" * 32
+    assert (tmp_path / "eds").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "eds" / f"{E.HTTP_CLUSTER}.json").stat().st_mode & 0o777 == 0o600

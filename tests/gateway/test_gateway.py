@@ -28,6 +28,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from dgaas_flow.gateway import Gateway, GatewaySettings, auth_headers, issue_token, tokens
+from dgaas_flow.gateway.gateway import admin_get
 from dgaas_flow.pilot.settings import PilotConfig
 from dgaas_flow.pilot.supervisor import Pilot
 from tests.conftest import DIGITS, wait_for
@@ -152,8 +153,9 @@ def test_valid_token_http_and_grpc_through_the_gateway_reach_both_pilots(servers
     wait_for(lambda: successes(a) + successes(b) - sum(before) == 402, what="the pilots' counters")
     gained = [successes(a) - before[0], successes(b) - before[1]]
     assert min(gained) >= 80, f"traffic not spread over both pilots: {gained}"
-    with urllib.request.urlopen(gw.state.metrics_url, timeout=5) as r:  # Envoy's admin, Prometheus format
-        prometheus = r.read().decode()
+    status, body = admin_get(gw.state.admin_socket, "/stats/prometheus")  # Envoy's admin socket
+    assert status == 200
+    prometheus = body.decode()
     assert re.search(r'envoy_cluster_upstream_rq_total\{envoy_cluster_name="triton_grpc"\} (\d+)', prometheus)
     assert "envoy_http_jwt_authn_allowed" in prometheus
 
@@ -212,7 +214,7 @@ def test_admin_calls_need_the_admin_scope(servers):
     assert grpc_client.get_log_settings(headers=auth_headers(admin))
 
 
-def test_rate_limit_answers_429(servers, tmp_path):
+def test_rate_limit_answers_429_per_subject(servers, tmp_path):
     settings = GatewaySettings(jwks=servers.keys["jwks"], registry=[servers.registry], rate_limit_rps=1,
                                rate_limit_burst=3)
     with Gateway(settings, tmp_path / "limited") as limited:

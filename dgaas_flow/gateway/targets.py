@@ -1,15 +1,19 @@
-"""Where the gateway finds its pilots: a registry folder of endpoint files, and/or the HTCondor
+"""The gateway's targets, the pilots it fronts: from a registry folder of endpoint files, and/or the HTCondor
 collector (the startd ads of glideins that publish TRITON_ADDRESS / TRITON_GRPC_ADDRESS).
 
 Each source returns `Target`s: one pilot's HTTP and gRPC addresses, resolved to IP addresses
-(Envoy's EDS endpoints must be IPs). `collect` merges the sources and drops duplicates, so the
-gateway's sync loop can compare one set with the last one and rewrite its EDS files only when the
-set changed.
+(Envoy's EDS endpoints must be IPs), and the secret its control plane asks for when this user
+may read it (a registry pilot's key file beside its endpoint file). The collector gives only the
+ads of startds whose authenticated identity is trusted: anyone who can advertise a startd could
+otherwise draw the gateway's authenticated traffic to a server of theirs. `collect` merges the
+sources and drops duplicates, so the gateway's sync loop can compare one set with the last one
+and rewrite its EDS files only when the set changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import ipaddress
 import socket
 import time
@@ -19,18 +23,21 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from dgaas_flow.pilot.endpoint import Endpoint, read_registry
+from dgaas_flow.pilot.endpoint import Endpoint, key_file, read_key, read_registry
 
 COLLECTOR_CONSTRAINT = "TRITON_ADDRESS =!= undefined"
-COLLECTOR_PROJECTION = ["Name", "Machine", "TRITON_ADDRESS", "TRITON_GRPC_ADDRESS", "GLIDEIN_Site"]
+COLLECTOR_PROJECTION = ["Name", "Machine", "TRITON_ADDRESS", "TRITON_GRPC_ADDRESS", "GLIDEIN_Site",
+                        "AuthenticatedIdentity"]
 
 
 @dataclass(frozen=True)
 class Target:
-    """One pilot as the gateway sees it. http/grpc are (ip, port) or None."""
+    """One pilot as the gateway sees it. http/grpc are (ip, port) or None; key is the secret its
+    control plane asks for (None when unknown: admin calls to it are then refused by Triton)."""
 
     http: tuple[str, int] | None
     grpc: tuple[str, int] | None
+    key: str | None = field(default=None, repr=False)
     name: str = field(default="", compare=False)
     hostname: str = field(default="", compare=False)
     source: str = field(default="", compare=False)
@@ -101,13 +108,13 @@ def _resolved(address: str | None, origin: str | None) -> tuple[tuple[str, int] 
 # ------------------------------------------------------------------------------------ registry
 
 
-def endpoint_target(endpoint: Endpoint, source: str = "registry") -> Target | None:
+def endpoint_target(endpoint: Endpoint, source: str = "registry", key: str | None = None) -> Target | None:
     http, host = _resolved(endpoint.http_url, endpoint.host)
     grpc, ghost = _resolved(endpoint.grpc_url, endpoint.host)
     if http is None and grpc is None:
         return None
     name = f"{endpoint.host}:{endpoint.supervisor_pid}"
-    return Target(http=http, grpc=grpc, name=name, hostname=host or ghost, source=source)
+    return Target(http=http, grpc=grpc, key=key, name=name, hostname=host or ghost, source=source)
 
 
 @dataclass
@@ -124,7 +131,8 @@ class RegistrySource:
         for endpoint in read_registry(Path(self.path)):
             if not endpoint.serving():
                 continue
-            target = endpoint_target(endpoint, f"{self.name}:{self.path}")
+            key = read_key(key_file(Path(self.path) / f"{endpoint.name}.json")) if endpoint.name else None
+            target = endpoint_target(endpoint, f"{self.name}:{self.path}", key)
             if target is not None:
                 found.append(target)
         return found
@@ -174,18 +182,37 @@ def collector_available() -> bool:
     return True
 
 
+def trusted(ad: Mapping[str, Any], identities: Iterable[str]) -> bool:
+    """Whether the collector authenticated the ad's startd as one of `identities` (shell-style
+    patterns, e.g. `glidein@*.example.org`). An ad without AuthenticatedIdentity is not trusted."""
+    identity = _ad_value(ad, "AuthenticatedIdentity")
+    return identity is not None and any(fnmatch.fnmatchcase(identity, pattern) for pattern in identities)
+
+
 @dataclass
 class CollectorSource:
-    """Glideins (startds) that advertise TRITON_ADDRESS in the HTCondor collector.
-    Several slots of one glidein publish the same address: `collect` keeps one."""
+    """Glideins (startds) that advertise TRITON_ADDRESS in the HTCondor collector, whose
+    authenticated identity matches one of `identities` (or any, with any_identity: only where
+    no one else can advertise a startd). Several slots of one glidein publish the same address:
+    `collect` keeps one. `untrusted` names the ads of the last query that were left out."""
 
     pool: str | None = None
     constraint: str = COLLECTOR_CONSTRAINT
+    identities: tuple[str, ...] = ()
+    any_identity: bool = False
     query: Callable[[str | None, str], Iterable[Mapping[str, Any]]] = htcondor_query
     name: str = "collector"
+    untrusted: list[str] = field(default_factory=list)
 
     def targets(self) -> list[Target]:
-        return [t for t in (ad_target(ad) for ad in self.query(self.pool, self.constraint)) if t is not None]
+        kept, self.untrusted = [], []
+        for ad in self.query(self.pool, self.constraint):
+            if self.any_identity or trusted(ad, self.identities):
+                kept.append(ad)
+            else:
+                identity = _ad_value(ad, "AuthenticatedIdentity") or "no identity"
+                self.untrusted.append(f"{_ad_value(ad, 'Name')} ({identity})")
+        return [t for t in (ad_target(ad) for ad in kept) if t is not None]
 
 
 # ------------------------------------------------------------------------------------ merging

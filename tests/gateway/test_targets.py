@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-from dgaas_flow.gateway.discovery import (
+from dgaas_flow.gateway.targets import (
     COLLECTOR_CONSTRAINT,
     CollectorSource,
     RegistrySource,
@@ -52,11 +52,12 @@ def test_collector_source_queries_with_constraint_and_merges_slots_of_one_glidei
 
     def query(pool, constraint):
         asked.append((pool, constraint))
-        same = {"TRITON_ADDRESS": "127.0.0.1:8000", "TRITON_GRPC_ADDRESS": "127.0.0.1:8001"}
+        who = {"AuthenticatedIdentity": "glidein@pool.example"}
+        same = {"TRITON_ADDRESS": "127.0.0.1:8000", "TRITON_GRPC_ADDRESS": "127.0.0.1:8001", **who}
         return [{"Name": "slot1_1@g1", **same}, {"Name": "slot1_2@g1", **same},
-                {"Name": "slot1@g2", "TRITON_ADDRESS": "127.0.0.2:8000"}, {"Name": "no-triton"}]
+                {"Name": "slot1@g2", "TRITON_ADDRESS": "127.0.0.2:8000", **who}, {"Name": "no-triton", **who}]
 
-    source = CollectorSource(pool="cm.example:9618", query=query)
+    source = CollectorSource(pool="cm.example:9618", query=query, identities=("glidein@pool.example",))
     assert asked == [] and len(source.targets()) == 3
     assert asked == [("cm.example:9618", COLLECTOR_CONSTRAINT)]
     assert COLLECTOR_CONSTRAINT == "TRITON_ADDRESS =!= undefined"
