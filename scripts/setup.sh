@@ -21,12 +21,5 @@ else
   say "installing dgaas-flow and its packages into .venv (pip, quiet; 1-3 minutes the first time)"
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,examples]"
-# dgaas-flow and Parsl's interchange and worker pools run under `python -O` where its bytecode is cached
-# (README, Speed; dgaas_flow/optimized.py). Write it now for what they import: with PYTHONDONTWRITEBYTECODE
-# set, Python would not write it, and they would run unoptimized.
-say "compiling the optimized bytecode (python -O) of what the pilots and Parsl workers import"
-htex=parsl.executors.high_throughput
-env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -O -c "import dgaas_flow.cli, dgaas_flow.campaign, \
-  dgaas_flow.gateway.cli, $htex.interchange, $htex.process_worker_pool, dgaas_flow.apps.tasks, tritonclient.http"
 echo "setup: .venv ready ($(.venv/bin/python -V), $(.venv/bin/dgaas-flow --help >/dev/null && echo dgaas-flow ok))"
 say "done in $((SECONDS - t0)) s"

@@ -128,14 +128,20 @@ def test_glideinwms_blocks_run_only_where_the_glidein_started_triton(htcondor_po
         assert (summary["items_ok"], summary["items_failed"]) == (1797, 0) and summary["accuracy"] >= 0.95
         assert summary["pilots"] == [{"endpoint": f"http://{glidein.config['TRITON_ADDRESS']}", "items": 1797}]
 
-        # the gateway's collector source finds the same glidein through the real collector
-        found = subprocess.run(
-            [sys.executable, "-c", "from dgaas_flow.gateway.discovery import CollectorSource\n"
-             "print(*[f'{t.http[1]} {t.grpc[1]}' for t in CollectorSource().targets()], sep='\\n')"],
-            capture_output=True, text=True, env={**os.environ, **htcondor_pool})
-        assert found.returncode == 0, found.stderr
+        # the gateway's collector source finds the same glidein through the real collector, as long as
+        # the collector authenticated its startd as the pool's own identity
+        def collector_targets(identity: str) -> list[str]:
+            found = subprocess.run(
+                [sys.executable, "-c", "import sys\nfrom dgaas_flow.gateway.targets import CollectorSource\n"
+                 "targets = CollectorSource(identities=(sys.argv[1],)).targets()\n"
+                 "print(*[f'{t.http[1]} {t.grpc[1]}' for t in targets], sep='\\n')", identity],
+                capture_output=True, text=True, env={**os.environ, **htcondor_pool})
+            assert found.returncode == 0, found.stderr
+            return [line for line in found.stdout.split("\n") if line]
+
         ports = [glidein.config[k].rsplit(":", 1)[1] for k in ("TRITON_ADDRESS", "TRITON_GRPC_ADDRESS")]
-        assert found.stdout.split("\n")[:1] == [" ".join(ports)]
+        assert collector_targets("dgaas@*")[:1] == [" ".join(ports)]
+        assert collector_targets("someone-else@*") == []  # an ad of an identity not trusted is no target
     finally:
         if driver is not None and driver.poll() is None:
             driver.kill()
