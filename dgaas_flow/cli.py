@@ -265,6 +265,14 @@ def _add_pilot_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=str(DEFAULT_PILOT_DIR), help="where endpoint files and logs go")
 
 
+def _add_campaign_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
+    p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")
+    p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto",
+                   help="auto: a bar on a terminal, a line every 5 s in batch logs; quiet: nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgaas-flow", description="GPU as a service on batch clusters")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning",
@@ -274,21 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a workflow campaign; several workflows run one after another on the "
                                    "same blocks and pilots")
     p.add_argument("workflow", nargs="+", help="workflow YAML file(s); several run one after another in one session")
-    p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
     p.add_argument("--limit", type=int, help="only the first N input items")
-    p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")
-    p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto",
-                   help="auto: a bar on a terminal, a line every 5 s in batch logs; quiet: nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_campaign_options(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("scale-test", help="ramp pilots and workers through the workflow's scale_test steps")
     p.add_argument("workflow", help="workflow YAML file")
-    p.add_argument("--provider", help="provider profile name or file (overrides the workflow's)")
-    p.add_argument("--out", type=Path, help="run folder (default: outputs.dir or runs/<name>)")
-    p.add_argument("--progress", choices=["auto", "bar", "log", "quiet"], default="auto",
-                   help="auto: a bar on a terminal, a line every 5 s in batch logs; quiet: nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_campaign_options(p)
     p.set_defaults(func=_cmd_scale_test)
 
     p = sub.add_parser("report", help="write an HTML report (and PNG figures) of a campaign or scale-test run")
@@ -366,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if _LOG_HANDLER not in package.handlers:
         package.addHandler(_LOG_HANDLER)
     package.setLevel(args.log_level.upper())
+    _LOG_HANDLER.setLevel(args.log_level.upper())  # also for loggers below that set their own level (a pilot's)
     try:
         return args.func(args)
     except UserError as exc:

@@ -14,8 +14,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import psutil
+
+from dgaas_flow.lifetime import die_with_parent
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -114,13 +117,36 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def http_get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
     """(status, body) of a GET to a server of ours, never through $http_proxy: on a cluster node a
     site proxy would otherwise receive the probes of 127.0.0.1. (None, b"") when nothing answers."""
+    return _http(urllib.request.Request(url), timeout)
+
+
+def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int | None, bytes]:
+    """(status, body) of a POST to a server of ours, as `http_get`."""
+    return _http(urllib.request.Request(url, data=body, method="POST", headers=headers), timeout)
+
+
+def _http(request: urllib.request.Request, timeout: float) -> tuple[int | None, bytes]:
     try:
-        with _NO_PROXY.open(url, timeout=timeout) as response:
+        with _NO_PROXY.open(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
     except (urllib.error.URLError, OSError):
         return None, b""
+
+
+def private_child() -> None:
+    """In a server's process before exec: the files it creates are its user's alone, and it dies
+    with the thread that owns it."""
+    os.umask(0o077)
+    die_with_parent()
+
+
+def open_private(path: Path, mode: str = "ab") -> IO:
+    """A file only its owner reads (logs may hold model errors, inputs and addresses)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)  # an older file of the same name may have been created readable
+    return os.fdopen(fd, mode)
 
 
 _ERROR_LINE = re.compile(  # Triton's glog errors, our own lines, Envoy's [time][pid][error|critical]

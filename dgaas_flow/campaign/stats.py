@@ -24,8 +24,7 @@ class Latencies:
     """Request latencies; percentiles exact to 0.1 %, the exact mean (of whole microseconds), and a
     log-bucketed distribution to plot. The distribution is counted over the recorded sub-buckets
     only, and the mean kept as a running sum: hdrh's own iterators walk every one of its thousands
-    of sub-buckets in Python, 60-100 ms per summary, up to half of what a small campaign in a
-    session cost."""
+    of sub-buckets in Python, which made the summary a large part of a short campaign's time."""
 
     def __init__(self) -> None:
         self._hist = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)

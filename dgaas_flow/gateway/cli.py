@@ -23,8 +23,15 @@ from dgaas_flow.errors import UserError
 from dgaas_flow.gateway import bearer, tokens
 from dgaas_flow.gateway.envoy import EnvoyError
 from dgaas_flow.pilot.run import DEFAULT_PILOT_DIR
-from dgaas_flow.pilot.supervisor import open_private
-from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, terminate_pid, write_atomic
+from dgaas_flow.processes import (
+    Terminated,
+    alive,
+    log_tail,
+    open_private,
+    stop_on_signals,
+    terminate_pid,
+    write_atomic,
+)
 
 DEFAULT_GATEWAY_DIR = Path(os.environ.get("DGAAS_GATEWAY_DIR", Path.home() / ".dgaas-flow" / "gateway"))
 

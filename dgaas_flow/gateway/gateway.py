@@ -55,8 +55,7 @@ from dgaas_flow.gateway.targets import (
 from dgaas_flow.gateway.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_LIFETIME_S, jwks, load_public_keys
 from dgaas_flow.pilot.launch import SECRET_HEADER
 from dgaas_flow.pilot.ports import free_ports
-from dgaas_flow.pilot.supervisor import open_private, private_child
-from dgaas_flow.processes import http_get, log_tail, stop_group, write_atomic
+from dgaas_flow.processes import http_get, log_tail, open_private, private_child, stop_group, write_atomic
 
 STATE_FILE = "gateway.json"
 ADMIN_SOCKET = "admin.sock"

@@ -52,9 +52,8 @@ class LaunchPlan:
 
 
 # Each Python-backend instance is its own process; numpy's BLAS would start a thread per core in
-# every one of them and they would fight over the cores (measured: twice the CPU per item for the
-# digits model on 2 cores). One thread each, unless the site says otherwise; more instances
-# (instance_group count) use more cores.
+# every one of them and they would fight over the cores. One thread each, unless the site says
+# otherwise; more instances (instance_group count) use more cores.
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -164,7 +163,7 @@ def binary_installation(configured: str | None) -> tuple[Path, Path | None, dict
 
 def _pytriton_root() -> Path | None:
     """Where the nvidia-pytriton wheel keeps its server, found without importing the package
-    (0.6 s, before every pilot's server could start)."""
+    (a slow import, which every pilot's server start would wait for)."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or spec.origin is None:
         return None

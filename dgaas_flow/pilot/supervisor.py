@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import secrets
 import signal
@@ -23,19 +24,24 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
 from collections import deque
-from pathlib import Path
-from typing import IO
 
 from dgaas_flow.errors import PilotError
-from dgaas_flow.lifetime import die_with_parent
 from dgaas_flow.pilot import metrics
 from dgaas_flow.pilot.endpoint import Endpoint, key_file, metrics_request
 from dgaas_flow.pilot.launch import SECRET_HEADER, LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
 from dgaas_flow.pilot.settings import PilotConfig
-from dgaas_flow.processes import http_get, log_tail, shared_memory, stop_group, write_atomic
+from dgaas_flow.processes import (
+    http_get,
+    http_post,
+    log_tail,
+    open_private,
+    private_child,
+    shared_memory,
+    stop_group,
+    write_atomic,
+)
 
 STOP_GRACE_S = 8.0
 BACKEND_SHM = "triton_python_backend_shm_region_"
@@ -61,21 +67,6 @@ def detect_gpus(environ: os._Environ | dict[str, str] = os.environ) -> list[str]
 
 
 _PILOTS_IN_PROCESS = itertools.count()
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def private_child() -> None:
-    """In the server's process before exec: the files it creates are its user's alone, and it
-    dies with the thread that owns it."""
-    os.umask(0o077)
-    die_with_parent()
-
-
-def open_private(path: Path, mode: str = "ab") -> IO:
-    """A log file only its owner reads (it may hold model errors and inputs)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.fchmod(fd, 0o600)  # an older file of the same name may have been created readable
-    return os.fdopen(fd, mode)
 
 
 class Pilot:
@@ -86,6 +77,9 @@ class Pilot:
         n = next(_PILOTS_IN_PROCESS)  # several pilots in one process (tests, a gateway) need own files
         self.name = f"dgaas-{host}-{os.getpid()}" + (f"-{n}" if n else "")
         self.log_file = config.log_dir / f"{self.name}.log"
+        self._logger = logging.getLogger(f"{__name__}.{self.name.replace('.', '_')}")
+        self._logger.setLevel(logging.INFO)
+        self._log_handler: logging.Handler | None = None
         self.endpoint_file = config.registry / f"{self.name}.json" if config.registry else None
         self.secret = secrets.token_hex(16)  # the server's control plane answers only with it
         self.key_file = key_file(self.endpoint_file or config.log_dir / f"{self.name}.json")
@@ -139,6 +133,10 @@ class Pilot:
         """Start the server and return at once: the endpoint (state `starting`) is published, and
         its URLs are final unless a port is taken meanwhile (the endpoint file then says so)."""
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        open_private(self.log_file).close()  # Triton's output and the pilot's lines share it, owner-only
+        self._log_handler = logging.FileHandler(self.log_file)
+        self._log_handler.setFormatter(logging.Formatter("[dgaas-flow pilot %(asctime)s] %(message)s", "%H:%M:%S"))
+        self._logger.addHandler(self._log_handler)
         write_atomic(self.key_file, self.secret + "\n")  # mkstemp: mode 0600
         self._publish()
         self._thread.start()
@@ -189,6 +187,14 @@ class Pilot:
                 self._use_ports(Ports(*free_ports(3, self.config.triton.listen)))
 
     def _own_server(self) -> None:
+        try:
+            self._serve()
+        finally:
+            if self._log_handler is not None:
+                self._logger.removeHandler(self._log_handler)
+                self._log_handler.close()
+
+    def _serve(self) -> None:
         try:
             self._first_start()
         except PilotError as exc:
@@ -249,13 +255,10 @@ class Pilot:
             self._set_state("restarting")
         for model in models:
             self._log(f"model {model} is not ready; loading it again")
-            request = urllib.request.Request(f"{self.probe_url}/v2/repository/models/{model}/load", data=b"",
-                                             method="POST", headers={SECRET_HEADER: self.secret})
-            try:
-                with _NO_PROXY.open(request, timeout=self.config.triton.ready_timeout_s):
-                    pass
-            except OSError as exc:  # HTTPError included: the next probe decides
-                self._log(f"loading {model} failed: {exc}")
+            status, body = http_post(f"{self.probe_url}/v2/repository/models/{model}/load", b"",
+                                     {SECRET_HEADER: self.secret}, self.config.triton.ready_timeout_s)
+            if status != 200:  # the next probe decides
+                self._log(f"loading {model} failed: {status or 'no answer'} {body.decode(errors='replace')}")
 
     def _supervise(self) -> None:
         """Restart a server that died or hung; more than max_restarts restarts within
@@ -383,12 +386,12 @@ class Pilot:
 
     def _repository_ready(self) -> list[str]:
         """The models a server of a whole repository made ready at its start: those it serves."""
-        request = urllib.request.Request(f"{self.probe_url}/v2/repository/index", data=b"{}", method="POST",
-                                         headers={SECRET_HEADER: self.secret})
+        status, body = http_post(f"{self.probe_url}/v2/repository/index", b"{}", {SECRET_HEADER: self.secret}, 10)
         try:
-            with _NO_PROXY.open(request, timeout=10) as r:
-                index = json.loads(r.read())
-        except (OSError, ValueError) as exc:
+            if status != 200:
+                raise ValueError(f"status {status or 'no answer'}")
+            index = json.loads(body)
+        except ValueError as exc:
             self._log(f"cannot read the repository index, only the server's readiness is checked: {exc}")
             return []
         return sorted({m["name"] for m in index if m.get("state") == "READY"})
@@ -479,5 +482,5 @@ class Pilot:
             self._log(f"cannot write the endpoint file {self.endpoint_file}: {exc}")
 
     def _log(self, message: str) -> None:
-        with open_private(self.log_file, "a") as log:
-            log.write(f"[dgaas-flow pilot {time.strftime('%H:%M:%S')}] {message}\n")
+        """The pilot's own lines: in its log file beside Triton's, and through `logging`."""
+        self._logger.info(message)

@@ -92,7 +92,7 @@ def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EX
         provider=spec.parsl_provider(worker_init(spec, environment)),
         max_workers_per_node=spec.workers_per_node,
         # a task waiting at each worker's node, so a worker starts its next chunk as it returns one
-        # instead of after a round trip through the interchange: 4-6 % more items/s at 300k items
+        # instead of after a round trip through the interchange (benchmarks/README.md)
         prefetch_capacity=spec.workers_per_node,
         cores_per_worker=spec.cores_per_worker,
         launch_cmd=pilot_launch_cmd(spec, pilot_config),

@@ -129,7 +129,8 @@ def test_glideinwms_blocks_run_only_where_the_glidein_started_triton(htcondor_po
         assert summary["pilots"] == [{"endpoint": f"http://{glidein.config['TRITON_ADDRESS']}", "items": 1797}]
 
         # the gateway's collector source finds the same glidein through the real collector, as long as
-        # the collector authenticated its startd as the pool's own identity
+        # the collector authenticated its startd as a trusted identity (this personal pool's daemons
+        # authenticate as condor@family; a real pool's glideins as its pilot identity)
         def collector_targets(identity: str) -> list[str]:
             found = subprocess.run(
                 [sys.executable, "-c", "import sys\nfrom dgaas_flow.gateway.targets import CollectorSource\n"
@@ -140,7 +141,7 @@ def test_glideinwms_blocks_run_only_where_the_glidein_started_triton(htcondor_po
             return [line for line in found.stdout.split("\n") if line]
 
         ports = [glidein.config[k].rsplit(":", 1)[1] for k in ("TRITON_ADDRESS", "TRITON_GRPC_ADDRESS")]
-        assert collector_targets("dgaas@*")[:1] == [" ".join(ports)]
+        assert collector_targets("condor@family")[:1] == [" ".join(ports)]
         assert collector_targets("someone-else@*") == []  # an ad of an identity not trusted is no target
     finally:
         if driver is not None and driver.poll() is None:

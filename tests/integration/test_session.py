@@ -96,6 +96,8 @@ def test_dgaas_flow_run_with_several_workflows_runs_them_on_the_same_pilot(tmp_p
     assert result.stdout.count("items ok, 0 failed") == 2
     runs = tmp_path / "runs"
     pilots = [p["endpoint"] for name in "ab" for p in json.loads((runs / name / "summary.json").read_text())["pilots"]]
-    assert len(set(pilots)) == 1 and len(read_registry(runs / "a" / "pilots")) == 1
+    # one pilot, whose files are in the session's own folder, not in either workflow's run folder
+    assert len(set(pilots)) == 1 and len(read_registry(runs / "session-a+b" / "pilots")) == 1
+    assert not (runs / "a" / "pilots").exists() and not (runs / "b" / "pilots").exists()
     served_once(runs / "a", sum(1 for _ in images.glob("[0-2]/*.png")))
     served_once(runs / "b", sum(1 for _ in images.glob("[3-9]/*.png")))
