@@ -231,6 +231,11 @@ def check_workflow(wf: Workflow, node: yaml.Node | None = None) -> None:
             f"{where(('inputs', 'files'))}: inputs.files: the glob {wf.inputs.files} matches no file"
             " (run the workflow's prepare step first?)"
         )
+    from dgaas_flow.specs.checks import check_model_and_data  # imports tritonclient: only when checking
+
+    problems = check_model_and_data(wf)
+    if problems:
+        raise UserError("\n".join(f"error: {p}" if i else p for i, p in enumerate(problems)))
 
 
 def validate_file(path: Path) -> str:
