@@ -6,6 +6,7 @@ cast safely on the other. Every mismatch is reported with file, field and expect
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from dgaas_flow.apps.client import ModelInfo, TensorInfo
+
+SAMPLE_FILES = 5  # input files tried for a readable sample
 
 
 @dataclass(frozen=True)
@@ -103,14 +106,18 @@ def _check_sample(wf: Any, info: ModelInfo, config_path: Path) -> list[str]:
     from dgaas_flow.inputs import ChunkReader, enumerate_slices
 
     req = InferRequest.from_workflow(wf)
-    sample = next((s for s in enumerate_slices(wf.inputs.files, wf.inputs) if s.problem is None), None)
-    if sample is None:
-        return []  # no readable file: each matched path will be its own recorded error
+    first_error = None
     with _on_path(wf.base_dir):
         reader = ChunkReader(req.reader_spec())
-        data = reader.read(sample.path, sample.start, min(sample.count, 4))
-        if isinstance(data, Exception):
-            return [f"{sample.path}: cannot read the first input file as format {wf.inputs.format}: {data}"]
+        # the first file that reads is the sample: a broken file is its own item's error, not the workflow's
+        for sample in itertools.islice((s for s in enumerate_slices(wf.inputs.files, wf.inputs)
+                                        if s.problem is None), SAMPLE_FILES):
+            data = reader.read(sample.path, sample.start, min(sample.count, 4))
+            if not isinstance(data, Exception):
+                break
+            first_error = first_error or f"{sample.path}: cannot read it as format {wf.inputs.format}: {data}"
+        else:
+            return [f"{first_error} (nor the next input files)"] if first_error else []
         if wf.preprocess:
             try:
                 data = load_hook(wf.preprocess, str(wf.base_dir))(dict(data))
