@@ -13,6 +13,7 @@ from pydantic import Field
 
 from dgaas_flow.inputs.base import Batch, InputBase
 
+DECODE_FREELY = 1_000_000  # pixels: a few megabytes decoded at most
 PLAIN_MODES = {"1", "L", "RGB", "RGBA", "I;16", "I", "F", "LA", "CMYK", "YCbCr"}
 
 
@@ -42,7 +43,9 @@ class ImageReader:
 
         with Image.open(path) as img:  # reads the header only
             w, h = img.size
-            if self.model_pixels is not None and w * h > self.model_pixels:
+            # refused from the header when larger than the model takes and than DECODE_FREELY; a small
+            # one is decoded, so its shape error names its exact shape
+            if self.model_pixels is not None and w * h > max(self.model_pixels, DECODE_FREELY):
                 raise ValueError(f"image is {w}x{h}, more pixels than the model input takes ({self.model_pixels})")
             if w * h > self.max_pixels:
                 raise ValueError(f"image is {w}x{h}, more than inputs.max_pixels ({self.max_pixels})")
