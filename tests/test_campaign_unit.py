@@ -42,8 +42,8 @@ def test_rows_files_give_one_item_per_row_read_back_by_the_task(tmp_path):
     blocks = list(ChunkReader("rows").blocks(chunk))
     # consecutive rows of one file are read as one block; the rest alone
     assert [ids for ids, _, _ in blocks] == [["a.npy:1", "a.npy:2"], ["b/c.npy:0"], ["broken.npy"], ["a.npy:0"]]
-    assert blocks[0][2].tolist() == [[4, 5, 6, 7], [8, 9, 10, 11]]
-    assert blocks[1][2].tolist() == [[0, 10, 20, 30]]
+    assert blocks[0][2]["array"].tolist() == [[4, 5, 6, 7], [8, 9, 10, 11]]  # named arrays: field `array`
+    assert blocks[1][2]["array"].tolist() == [[0, 10, 20, 30]]
     assert isinstance(blocks[2][2], ValueError) and "broken.npy" not in str(blocks[2][2])  # numpy's reason
     np.save(tmp_path / "a.npy", a[:1])  # the file shrank after it was listed: an error, not a short block
     (_, _, shrunk), = ChunkReader("rows").blocks([items["a.npy:1"].task_item(), items["a.npy:2"].task_item()])

@@ -49,11 +49,11 @@ def test_provider_override_and_inline_provider(workdir):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (GOOD.replace("chunk_size: 128", "chunk_sise: 128"), r"workflow.yaml:\d+: chunk_sise: unknown field"),
+        (GOOD.replace("chunk_size: auto", "chunk_sise: auto"), r"workflow.yaml:\d+: chunk_sise: unknown field"),
         (GOOD.replace("protocol: http", "protocol: tcp"),
          r"workflow.yaml:\d+: client.protocol: Input should be 'http' or 'grpc' \(got 'tcp'\)"),
         (GOOD.replace("timeout_s: 30", "timeout_s: soon"), r"workflow.yaml:\d+: client.timeout_s: .*number"),
-        (GOOD.replace("chunk_size: 128", "chunk_size: 0"),
+        (GOOD.replace("chunk_size: auto", "chunk_size: 0"),
          r"workflow.yaml:\d+: chunk_size: .*expected a number of items of at least 1, or auto \(got 0\)"),
         (GOOD.replace("name: digits\nprovider", "provider"), r"workflow.yaml(:\d+)?: name: required field is missing"),
         (GOOD.replace("  name: digits\n  repository", "  name: nosuch\n  repository"),

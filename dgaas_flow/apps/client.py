@@ -120,15 +120,18 @@ class TritonClient:
         return self.infer_tensors(model, version, {input_info.name: batch}, [output], class_count)[output]
 
     def infer_tensors(self, model: str, version: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
-                      class_count: int = 0) -> dict[str, np.ndarray]:
-        """The named outputs for named inputs, each already of its tensor's data type."""
+                      class_count: int = 0, class_counts: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """The named outputs for named inputs, each already of its tensor's data type; `class_counts`
+        asks classification strings of some outputs only (`class_count`: of all)."""
         datatypes = {t.name: t.datatype for t in self.model_info(model, version).inputs}
         tensors = []
         for name, array in inputs.items():
             tensor = self.lib.InferInput(name, list(array.shape), datatypes[name])
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
-        requested = [self.lib.InferRequestedOutput(name, class_count=class_count) for name in outputs]
+        counts = class_counts or {}
+        requested = [self.lib.InferRequestedOutput(name, class_count=counts.get(name, class_count))
+                     for name in outputs]
         kwargs: dict[str, Any] = {"model_version": version, "outputs": requested, "headers": dict(self.headers)}
         if self.protocol == "grpc":
             kwargs["client_timeout"] = self.timeout_s
@@ -159,6 +162,34 @@ class TritonClient:
                 if label:
                     names[int(index)] = label[0]
         self._labels[(model, version, output)] = names
+        return values.reshape(entries.shape), names
+
+    def infer_outputs(self, model: str, version: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
+                      classify: str | None = None) -> tuple[dict[str, np.ndarray], list[str] | None]:
+        """The named outputs (raw values) for named inputs and, when `classify` names an output whose
+        classes are ranked, its class names: learnt once per process from Triton's classification
+        strings for that output (see `infer_classes`), the others coming back raw in the same request."""
+        if classify is None:
+            return self.infer_tensors(model, version, inputs, outputs), None
+        names = self.class_names(model, version, classify)
+        if names is not None:
+            return self.infer_tensors(model, version, inputs, outputs), names
+        out = self.infer_tensors(model, version, inputs, outputs, class_counts={classify: ALL_CLASSES})
+        out[classify], names = self._parse_classes(out[classify])
+        self._labels[(model, version, classify)] = names
+        return out, names
+
+    @staticmethod
+    def _parse_classes(entries: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        rows = entries.reshape(-1, entries.shape[-1])
+        values = np.empty(rows.shape, dtype=np.float64)
+        names = [str(i) for i in range(rows.shape[1])]
+        for r, row in enumerate(rows):
+            for entry in row:
+                value, index, *label = (entry.decode() if isinstance(entry, bytes) else str(entry)).split(":", 2)
+                values[r, int(index)] = float(value)
+                if label:
+                    names[int(index)] = label[0]
         return values.reshape(entries.shape), names
 
     def is_ready(self) -> bool:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def workflow_slices(wf: Workflow) -> Iterator[FileSlice]:
     """The workflow's inputs, streamed as runs (see dgaas_flow.inputs)."""
-    return inputs.enumerate_slices(wf.inputs.files, wf.inputs.format, wf.inputs.labels)
+    return inputs.enumerate_slices(wf.inputs.files, wf.inputs, wf.inputs.labels)
 
 
 def _lost_chunk(chunk: list[FileSlice], exc: BaseException) -> dict[str, Any]:

@@ -40,12 +40,23 @@ def _ranked(out: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _success_lines(
     ids: Sequence[str], labels: Sequence[str | None] | None, out: np.ndarray, top_k: int, class_names: list[str],
-    pilot: str | None, block: str | None, latency_ms: float,
+    pilot: str | None, block: str | None, latency_ms: float, extra: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[str], list[str | None]]:
     """One line per item of a request's output (batch first) and, where there are labels, each item's
-    prediction; `ids` quoted (see `quote`); labels None: none of the items has one."""
+    prediction; `ids` quoted (see `quote`); labels None: none of the items has one. `extra`: more
+    columns (other kept outputs, a postprocess hook's), one value per item, under their names."""
     flat = out.reshape(len(ids), -1)
     tail = f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},"latency_ms":{round(latency_ms, 3)!r}'
+    if extra:
+        cols = _columns(extra, len(ids))
+        lines, predictions = _success_lines(ids, [None] * len(ids), out, top_k, class_names, pilot, block,
+                                            latency_ms)
+        heads = [line[: -len(tail) - 2] for line in lines]  # without the tail and "}\n"
+        plain = labels is None
+        return [h + c + tail + ("" if plain else _label(lab, p)) + "}\n" for h, c, lab, p in
+                zip(heads, cols, labels if not plain else [None] * len(ids),
+                    predictions if not plain and predictions else [None] * len(ids), strict=True)], \
+            (predictions if not plain else [])
     end = tail + "}\n" if labels is None else ""  # no labels: a line is one format
     if top_k == 0:
         lines = [f'{{"id":{i},"output":{json.dumps(row, separators=(",", ":"))}{end}'
@@ -67,6 +78,27 @@ def _success_lines(
         return lines, predictions
     return [h + tail + _label(label, prediction) + "}\n"
             for h, label, prediction in zip(lines, labels, predictions, strict=True)], predictions
+
+
+RESERVED = {"id", "prediction", "score", "top", "output", "ok", "pilot", "block", "latency_ms", "label", "correct",
+            "error"}
+
+
+def _columns(extra: dict[str, np.ndarray], n: int) -> list[str]:
+    """Each item's extra columns as the JSON members they add (a name that a record's own field has
+    gets an `output_` prefix)."""
+    parts = [""] * n
+    for name, values in extra.items():
+        key = json_string(f"output_{name}" if name in RESERVED else name)
+        array = np.asarray(values)
+        if array.dtype.kind in "SUO":
+            cells = [json.dumps(v.decode(errors="replace") if isinstance(v, bytes) else v if isinstance(v, str)
+                                else np.asarray(v).tolist()) for v in array.tolist()]
+        else:
+            cells = [json.dumps(v, separators=(",", ":")) for v in array.reshape(n, -1).tolist()] \
+                if array.ndim > 1 else [json.dumps(v) for v in array.tolist()]
+        parts = [f"{p},{key}:{c}" for p, c in zip(parts, cells, strict=True)]
+    return parts
 
 
 def _label(label: str | None, prediction: str | None) -> str:
@@ -120,14 +152,15 @@ class ChunkRecords:
         self.contacted: set[str] = set()  # the servers asked, whether they answered or not
 
     def succeed(self, positions: Sequence[int], out: np.ndarray, top_k: int, class_names: list[str],
-                pilot: str | None, block: str | None, latency_ms: float) -> None:
-        """The items at `positions` got the rows of `out`, from one request."""
+                pilot: str | None, block: str | None, latency_ms: float,
+                extra: dict[str, np.ndarray] | None = None) -> None:
+        """The items at `positions` got the rows of `out` (and of `extra`'s columns), from one request."""
         span = _span(positions)
         ids = self.ids[span] if span else [self.ids[p] for p in positions]
         labels = None
         if self.labelled_items:
             labels = self.labels[span] if span else [self.labels[p] for p in positions]
-        lines, predictions = _success_lines(ids, labels, out, top_k, class_names, pilot, block, latency_ms)
+        lines, predictions = _success_lines(ids, labels, out, top_k, class_names, pilot, block, latency_ms, extra)
         if span:
             self.lines[span] = lines
         else:

@@ -21,7 +21,8 @@ DIGEST = np.dtype("S16")
 
 
 def digest(item_id: str) -> bytes:
-    return hashlib.blake2b(item_id.encode(), digest_size=DIGEST.itemsize).digest()
+    # surrogatepass: an id made of a file name that is not valid UTF-8 (os gives its bytes as surrogates)
+    return hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"), digest_size=DIGEST.itemsize).digest()
 
 
 class DoneIds:

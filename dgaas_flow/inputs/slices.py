@@ -6,9 +6,10 @@ only on the path (and row), never on the order, so a resumed campaign skips exac
 
 from __future__ import annotations
 
-import glob
+import fnmatch
 import math
 import os
+import re
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice, repeat, takewhile
@@ -16,7 +17,8 @@ from json.encoder import encode_basestring_ascii as json_string
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.inputs.formats import reader_for
+from dgaas_flow.inputs.base import InputBase
+from dgaas_flow.inputs.formats import input_spec
 
 # What travels to a task for one item: (id, path, row); row is None for a whole-file item.
 Item = tuple[str, str, int | None]
@@ -52,6 +54,7 @@ class FileSlice:
     start: int | None = None
     count: int = 1
     suffix: str = ""  # a scale test's later rounds of the same inputs: "#1", "#2"...
+    problem: str | None = None  # why the path matched cannot be read at all (a FIFO, a dangling link...)
 
     def ids(self) -> Iterator[str]:
         if self.start is None:
@@ -81,23 +84,156 @@ class FileSlice:
 
     def fields(self) -> list[Any]:
         """What travels to a task (JSON): `FileSlice(*fields)` rebuilds it."""
-        return [self.path, self.rel, self.label, self.start, self.count, self.suffix]
+        return [self.path, self.rel, self.label, self.start, self.count, self.suffix, self.problem]
 
 
-def enumerate_slices(files: str, fmt: str, labels: str) -> Iterator[FileSlice]:
-    """One slice a file, in the filesystem's order (stable for an unchanged folder, but not sorted),
-    streamed: glob holds one folder's names at a time, and a rows file costs one header read."""
-    root, reader = glob_root(files), reader_for(fmt)
-    for path in glob.iglob(files, recursive=True):
-        if not os.path.isfile(path):
-            continue
+def enumerate_slices(files: str, fmt: str | InputBase | dict, labels: str = "none") -> Iterator[FileSlice]:
+    """One slice a file, in name order within each folder, streamed: one folder's names are held at a
+    time, and a rows file costs one header read. Every path the glob matches ends as exactly one slice:
+    a regular file's, or one whose `problem` says why it cannot be read (a FIFO, a dangling link, a
+    folder that cannot be listed). Folder links are followed, but each real folder is entered once."""
+    spec = input_spec(fmt, files)
+    root, reader = glob_root(files), spec.reader()
+    for path, problem in matches(files):
         rel = os.path.relpath(path, root)
         label = Path(path).parent.name if labels == "parent_dir" else None
+        if problem is not None:
+            yield FileSlice(path, rel, label, problem=problem)
+            continue
         rows = reader.count(path) if reader.rows else None
         if rows is None:
             yield FileSlice(path, rel, label)
         elif rows:
             yield FileSlice(path, rel, label, 0, rows)
+
+
+def _magic(part: str) -> bool:
+    return any(c in part for c in "*?[")
+
+
+def _entries(folder: str) -> list[os.DirEntry]:
+    with os.scandir(folder) as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _what(entry: os.DirEntry) -> str | None:
+    """None: a regular file (an input); "": a folder (not an input itself); else why it is no input."""
+    try:
+        if entry.is_file():
+            return None
+        if entry.is_dir():
+            return ""
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            return "dangling link"
+        mode = os.stat(entry.path).st_mode
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    import stat
+
+    kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device" \
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
+    return f"not a regular file ({kind})"
+
+
+def matches(pattern: str) -> Iterator[tuple[str, str | None]]:
+    """(path, None) for each regular file the glob matches, (path, why) for each other match that is
+    no input (a folder matched by a name is skipped): glob's rules (`**` any folders, names starting
+    with a dot only by a pattern that does), but folder links lead into each real folder once."""
+    root = str(glob_root(pattern)) if _magic(pattern) else pattern
+    if not _magic(pattern):
+        if os.path.lexists(pattern):
+            yield from _classified([(pattern, _stat_what(pattern))])
+        return
+    parts = Path(pattern).parts[len(Path(root).parts):]
+    seen: set[tuple[int, int]] = set()
+    try:
+        st = os.stat(root)
+        seen.add((st.st_dev, st.st_ino))
+    except OSError:
+        return
+    yield from _walk(root, list(parts), seen)
+
+
+def _stat_what(path: str) -> str | None:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "dangling link"
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    import stat
+
+    return None if stat.S_ISREG(mode) else "" if stat.S_ISDIR(mode) else "not a regular file"
+
+
+def _classified(found: Iterable[tuple[str, str | None]]) -> Iterator[tuple[str, str | None]]:
+    for path, what in found:
+        if what != "":
+            yield path, what
+
+
+def _part_matcher(part: str):
+    if not _magic(part):
+        return lambda name: name == part
+    regex = re.compile(fnmatch.translate(part))
+    hidden_ok = part.startswith(".")
+    return lambda name: (hidden_ok or not name.startswith(".")) and regex.match(name) is not None
+
+
+def _walk(folder: str, parts: list[str], seen: set[tuple[int, int]]) -> Iterator[tuple[str, str | None]]:
+    try:
+        entries = _entries(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        yield folder, f"cannot list folder: {exc.strerror or exc}"
+        return
+    if parts[0] == "**":
+        rest = parts[1:]
+        if rest:
+            yield from _match(entries, rest, seen)
+        else:  # a trailing **: every file below
+            yield from _classified((e.path, _what(e)) for e in entries if not e.name.startswith("."))
+        for e in entries:
+            if not e.name.startswith(".") and _is_dir(e) and _enter(e, seen):
+                yield from _walk(e.path, parts, seen)
+    else:
+        yield from _match(entries, parts, seen)
+
+
+def _enter(entry: os.DirEntry, seen: set[tuple[int, int]]) -> bool:
+    """Whether a folder is entered: the first time its real folder is reached."""
+    try:
+        st = os.stat(entry.path)
+    except OSError:
+        return True  # cannot tell: listing it records why
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def _match(entries: list[os.DirEntry], parts: list[str],
+           seen: set[tuple[int, int]]) -> Iterator[tuple[str, str | None]]:
+    matcher, rest = _part_matcher(parts[0]), parts[1:]
+    for e in entries:
+        if not matcher(e.name):
+            continue
+        if rest:
+            if _is_dir(e) and (rest[0] != "**" or _enter(e, seen)):
+                yield from _walk(e.path, rest, seen)
+        else:
+            what = _what(e)
+            if what != "":
+                yield e.path, what
 
 
 def enumerate_items(files: str, fmt: str, labels: str, limit: int | None = None) -> Iterator[InputItem]:

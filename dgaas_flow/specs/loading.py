@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dgaas_flow.errors import UserError
+from dgaas_flow.inputs.formats import FORMAT_TAGS
 from dgaas_flow.sites import KINDS, ProviderBase, ProviderSpec
 from dgaas_flow.specs.workflow import Workflow
 
@@ -98,7 +99,8 @@ def validation_message(exc: ValidationError, path: Path, node: yaml.Node | None,
     lines = []
     for error in exc.errors():
         raw = error["loc"]
-        loc = tuple(x for i, x in enumerate(raw) if not (i and raw[i - 1] == "provider" and x in KINDS))
+        loc = tuple(x for i, x in enumerate(raw) if not (i and raw[i - 1] == "provider" and x in KINDS)
+                    and not (i and raw[i - 1] == "inputs" and x in FORMAT_TAGS))
         line = _line_of(node, loc[len(prefix):]) if loc[: len(prefix)] == prefix else None
         field = ".".join(str(x) for x in loc) or "(top level)"
         where = f"{path}:{line}" if line else str(path)
@@ -229,6 +231,11 @@ def check_workflow(wf: Workflow, node: yaml.Node | None = None) -> None:
             f"{where(('inputs', 'files'))}: inputs.files: the glob {wf.inputs.files} matches no file"
             " (run the workflow's prepare step first?)"
         )
+    from dgaas_flow.specs.checks import check_model_and_data  # imports tritonclient: only when checking
+
+    problems = check_model_and_data(wf)
+    if problems:
+        raise UserError("\n".join(f"error: {p}" if i else p for i, p in enumerate(problems)))
 
 
 def validate_file(path: Path) -> str:

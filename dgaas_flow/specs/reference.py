@@ -15,8 +15,10 @@ def _ref_name(ref: str) -> str:
     return ref.rsplit("/", 1)[-1]
 
 
-def _type(prop: dict[str, Any]) -> str:
+def _type(prop: dict[str, Any] | bool) -> str:
     """A field's type as a reader writes it: `a | b`, literal choices quoted, nested models linked."""
+    if not isinstance(prop, dict):  # `additionalProperties: true`: a mapping to anything
+        return "any"
     if "$ref" in prop:
         name = _ref_name(prop["$ref"])
         return f"[{name}](#{name.lower()})"

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from dgaas_flow.inputs.formats import InputSpec
 from dgaas_flow.pilot.settings import TritonSettings
 from dgaas_flow.sites import ProviderSpec
 
@@ -33,20 +34,18 @@ class ModelSpec(Strict):
 # Inputs, outputs, client
 
 
-class InputSpec(Strict):
-    files: str = Field(description="glob of input files, e.g. data/images/**/*.png")
-    format: Literal["image", "npy", "rows"] = Field(
-        "image", description="image or npy: one file is one item; rows: each .npy file is an array, one item per row"
-    )
-    labels: Literal["none", "parent_dir"] = Field(
-        "none", description="parent_dir: the file's folder name is its label (enables accuracy)"
-    )
-    tensor: str | None = Field(None, description="model input name; default: the model's only input")
+HOOK = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 
 
 class OutputSpec(Strict):
     dir: Path | None = Field(None, description="run folder; default: runs/<workflow name>")
-    tensor: str | None = Field(None, description="model output name; default: the first output")
+    tensor: str | None = Field(
+        None, description="the output that top_k ranks (a classification); default: the first output"
+    )
+    keep: list[str] | None = Field(
+        None, description="the model outputs each result keeps; default: all of them (others than `tensor` as "
+        "raw values, under their names)"
+    )
     top_k: int = Field(
         1, ge=0, description="best classes per item with their scores, named as Triton's classification "
         "extension names them (the model's label file); 0: the raw output values"
@@ -109,7 +108,16 @@ class Workflow(Strict):
     provider: ProviderSpec = Field(description="a profile name, a file, or an inline mapping (in YAML; default: local)")
     triton: TritonSettings = Field(default_factory=TritonSettings, description="how each pilot starts its server")
     model: ModelSpec = Field(description="the model to infer with")
-    inputs: InputSpec = Field(description="the input files and how they are read")
+    inputs: InputSpec = Field(description="the input files and how they are read; `format` says which fields "
+                              "apply (image, npy, rows, npz, parquet, hdf5, root, or a reader `module:Class`)")
+    preprocess: str | None = Field(
+        None, pattern=HOOK, description="`module:function` run in the worker on each batch read: named arrays in, "
+        "named arrays out (the module is looked up beside the workflow file first)"
+    )
+    postprocess: str | None = Field(
+        None, pattern=HOOK, description="`module:function` run on each request: (inputs, outputs) in, result "
+        "columns out (a mapping of name to one value per item)"
+    )
     outputs: OutputSpec = Field(default_factory=OutputSpec, description="what each result keeps, and where")
     client: ClientSettings = Field(default_factory=ClientSettings, description="how tasks send requests")
     server: ServerSpec = Field(default_factory=ServerSpec, description="a server to use instead of discovery")

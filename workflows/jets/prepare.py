@@ -9,8 +9,11 @@ tests can check every output the server gives.
 
     python workflows/jets/prepare.py [--jets 20000] [--files 20]
 
-writes model_repository/jets/1/model.onnx and --files .npz files of jets (arrays `points` and
-`features`) under data/npz/.
+writes model_repository/jets/1/model.onnx, --files ROOT files of jets under data/root/ (tree
+`Events`: jagged branches `part_pt`, `part_eta`, `part_phi` with each jet's real constituents only,
+and the fixed-size branch `jet_features`), written with uproot, and the same jets as .npz files
+(arrays `points` and `features`, zero-padded) under data/npz/. The workflow reads the ROOT files;
+its `preprocess` hook (hooks.py) packs the padded constituents into the model's `points`.
 """
 
 from __future__ import annotations
@@ -92,6 +95,27 @@ def write_npz(out: Path, jets: int, files: int) -> list[Path]:
     return paths
 
 
+def write_root(out: Path, jets: int, files: int) -> list[Path]:
+    """The same jets as `write_npz`, as a physics file holds them: constituents as jagged branches."""
+    import awkward as ak
+    import uproot
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, lo in enumerate(range(0, jets, -(-jets // files))):
+        made = make_jets(min(-(-jets // files), jets - lo), SEED + i)
+        points = made["points"]
+        counts = (np.abs(points).sum(axis=2) > 0).sum(axis=1)  # zero-padded: the real ones come first
+        real = np.arange(PARTICLES)[None, :] < counts[:, None]
+        branches = {f"part_{c}": ak.unflatten(points[..., k][real], counts) for k, c in enumerate(("pt", "eta",
+                                                                                                     "phi"))}
+        path = out / f"jets_{i:02d}.root"
+        with uproot.recreate(path) as f:
+            f["Events"] = {**branches, "jet_features": made["features"]}
+        paths.append(path)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jets", type=int, default=20_000, help="jets to write (default 20000)")
@@ -99,7 +123,9 @@ def main() -> None:
     args = parser.parse_args()
     build_model()
     paths = write_npz(DATA, args.jets, args.files)
-    print(f"jets: model {MODEL.relative_to(HERE)}; {args.jets} jets in {len(paths)} files under {DATA}")
+    roots = write_root(HERE / "data" / "root", args.jets, args.files)
+    print(f"jets: model {MODEL.relative_to(HERE)}; {args.jets} jets in {len(roots)} ROOT files under "
+          f"{roots[0].parent} and {len(paths)} .npz files under {DATA}")
 
 
 if __name__ == "__main__":
