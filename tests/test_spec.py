@@ -12,6 +12,7 @@ import pytest
 from dgaas_flow.errors import UserError
 from dgaas_flow.specs import load_workflow
 from tests.conftest import DIGITS, WORKFLOW, run_cli
+from tests.jets import prepared_jets
 
 GOOD = WORKFLOW.read_text()
 
@@ -110,6 +111,7 @@ def test_bad_provider_file_is_named(workdir):
 
 
 def test_validate_reports_every_shipped_file_ok(digits_data, heavy_data):
+    prepared_jets()
     root = Path(__file__).resolve().parent.parent
     files = sorted((root / "providers").glob("*.yaml")) + sorted((root / "workflows").glob("*/workflow.yaml"))
     result = run_cli("validate", *files)
