@@ -112,17 +112,10 @@ class TritonClient:
             self._models[key] = ModelInfo(tensors(meta["inputs"]), tensors(meta["outputs"]), batch)
         return self._models[key]
 
-    def infer(
-        self, model: str, version: str, batch: np.ndarray, input_info: TensorInfo, output: str, class_count: int = 0
-    ) -> np.ndarray:
-        """The output tensor for a batch of a single-input model; class_count > 0 asks for Triton's
-        classification strings ("score:index:label") instead of the raw values."""
-        return self.infer_tensors(model, version, {input_info.name: batch}, [output], class_count)[output]
-
     def infer_tensors(self, model: str, version: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
-                      class_count: int = 0, class_counts: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+                      class_counts: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         """The named outputs for named inputs, each already of its tensor's data type; `class_counts`
-        asks classification strings of some outputs only (`class_count`: of all)."""
+        asks Triton's classification strings ("score:index:label") of some outputs instead of values."""
         datatypes = {t.name: t.datatype for t in self.model_info(model, version).inputs}
         tensors = []
         for name, array in inputs.items():
@@ -130,7 +123,7 @@ class TritonClient:
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         counts = class_counts or {}
-        requested = [self.lib.InferRequestedOutput(name, class_count=counts.get(name, class_count))
+        requested = [self.lib.InferRequestedOutput(name, class_count=counts.get(name, 0))
                      for name in outputs]
         kwargs: dict[str, Any] = {"model_version": version, "outputs": requested, "headers": dict(self.headers)}
         if self.protocol == "grpc":
@@ -139,36 +132,16 @@ class TritonClient:
         return {name: result.as_numpy(name) for name in outputs}
 
     def class_names(self, model: str, version: str, output: str) -> list[str] | None:
-        """The output's class names, index by index, once `infer_classes` has learnt them."""
+        """The output's class names, index by index, once `infer_outputs` has learnt them."""
         return self._labels.get((model, version, output))
-
-    def infer_classes(
-        self, model: str, version: str, batch: np.ndarray, input_info: TensorInfo, output: str
-    ) -> tuple[np.ndarray, list[str]]:
-        """The raw values, as `infer` gives them, and the class names from the server's label file
-        (the index where it has none). Asked once per process, with real items (tasks send their
-        first one alone), so that the server counts no extra inference: every class's
-        classification string ("value:index:label"), parsed back into values in index order.
-        Later requests ask for the raw values, and tasks rank them in numpy instead of parsing a
-        string per item."""
-        entries = self.infer(model, version, batch, input_info, output, class_count=ALL_CLASSES)
-        rows = entries.reshape(-1, entries.shape[-1])
-        values = np.empty(rows.shape, dtype=np.float64)
-        names = [str(i) for i in range(rows.shape[1])]
-        for r, row in enumerate(rows):
-            for entry in row:
-                value, index, *label = (entry.decode() if isinstance(entry, bytes) else str(entry)).split(":", 2)
-                values[r, int(index)] = float(value)
-                if label:
-                    names[int(index)] = label[0]
-        self._labels[(model, version, output)] = names
-        return values.reshape(entries.shape), names
 
     def infer_outputs(self, model: str, version: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
                       classify: str | None = None) -> tuple[dict[str, np.ndarray], list[str] | None]:
         """The named outputs (raw values) for named inputs and, when `classify` names an output whose
         classes are ranked, its class names: learnt once per process from Triton's classification
-        strings for that output (see `infer_classes`), the others coming back raw in the same request."""
+        strings for that output, asked once per process with real items (tasks send their first one
+        alone) so that the server counts no extra inference; the others come back raw in the same
+        request. Later requests ask for raw values, which tasks rank in numpy."""
         if classify is None:
             return self.infer_tensors(model, version, inputs, outputs), None
         names = self.class_names(model, version, classify)
