@@ -48,24 +48,6 @@ class ModelInfo:
     outputs: tuple[TensorInfo, ...]
     max_batch_size: int
 
-    def input(self, name: str | None) -> TensorInfo:
-        return _pick(self.inputs, name, "input")
-
-    def output(self, name: str | None) -> TensorInfo:
-        return _pick(self.outputs, name, "output")
-
-
-def _pick(tensors: tuple[TensorInfo, ...], name: str | None, what: str) -> TensorInfo:
-    if name is None:
-        if what == "input" and len(tensors) != 1:
-            raise ValueError(f"the model has {len(tensors)} inputs; set inputs.tensor to one of "
-                             f"{[t.name for t in tensors]}")
-        return tensors[0]
-    for t in tensors:
-        if t.name == name:
-            return t
-    raise ValueError(f"the model has no {what} {name!r} (it has {[t.name for t in tensors]})")
-
 
 ALL_CLASSES = 2**31 - 1  # a classification request for more classes than there are gets them all
 
