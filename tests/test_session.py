@@ -27,7 +27,7 @@ def variant(tmp_path, digits_data, name: str, old: str = "", new: str = ""):
 
 def test_workflows_differing_only_in_inputs_outputs_and_client_share_a_session(tmp_path, digits_data):
     base = load_workflow(variant(tmp_path, digits_data, "base"))
-    same = load_workflow(variant(tmp_path, digits_data, "same", "chunk_size: 128", "chunk_size: 64\nmax_in_flight: 3"))
+    same = load_workflow(variant(tmp_path, digits_data, "same", "chunk_size: auto", "chunk_size: 64\nmax_in_flight: 3"))
     same.inputs.files = same.inputs.files.replace("*/*.png", "1/*.png")
     same.client.protocol = "grpc"
     session = Session(base, tmp_path / "session")

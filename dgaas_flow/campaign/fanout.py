@@ -159,9 +159,10 @@ class PilotWatch:
         self.up = self.ready + sum(1 for e in endpoints if e.state in ("starting", "restarting") and not e.gone())
         return endpoints
 
-    def counts(self) -> tuple[int, int]:
-        """(pilots up: starting, ready or restarting; pilots ready)."""
-        if time.monotonic() - self._last >= self.every_s:
+    def counts(self, now: bool = False) -> tuple[int, int]:
+        """(pilots up: starting, ready or restarting; pilots ready); `now`: read the files now, not
+        up to a second ago."""
+        if now or time.monotonic() - self._last >= self.every_s:
             endpoints = self.read()
             if endpoints and all(e.state == "failed" for e in endpoints):
                 raise PilotError(
@@ -196,6 +197,7 @@ def _fan_out(todo: Iterator[list[FileSlice]], wf, request, results, stats: RunSt
             try:
                 outcome = fut.result()
             except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
+                display.watch.counts(now=True)  # unless every pilot failed: then its items stay undone
                 outcome = _lost_chunk(chunk, exc)
             results.append(outcome)
             stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"], outcome["contacted"])

@@ -27,7 +27,7 @@ def gateway_workflow(tmp_path: Path, servers: Servers, images: Path, chunk_size:
     token = tmp_path / "token"
     token.write_text(servers.token(scope="triton.infer"))
     address = servers.gateway.state.http_url.split("://", 1)[1]
-    text = (WORKFLOW.read_text().replace("chunk_size: 128", f"chunk_size: {chunk_size}")
+    text = (WORKFLOW.read_text().replace("chunk_size: auto", f"chunk_size: {chunk_size}")
             .replace("  retries: 3\n", f"  retries: 5\n  token_file: {token}\n")
             + f"server:\n  gateway: {address}\n")
     return copy_workflow(tmp_path / "wf", text, images)

@@ -68,7 +68,10 @@ def test_digits_campaign_end_to_end(tmp_path, digits_data):
 
 def test_interrupted_campaign_resumes_without_duplicates(tmp_path, digits_data):
     out = tmp_path / "run"
-    driver = subprocess.Popen([sys.executable, "-m", "dgaas_flow", "run", str(WORKFLOW), "--out", str(out),
+    # small chunks, so that the campaign is still running when its first results are written
+    workflow = copy_workflow(tmp_path / "wf", WORKFLOW.read_text().replace("chunk_size: auto", "chunk_size: 32"),
+                             digits_data / "images")
+    driver = subprocess.Popen([sys.executable, "-m", "dgaas_flow", "run", str(workflow), "--out", str(out),
                                "--progress", "quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = out / "results.jsonl"
     deadline = time.monotonic() + 120
@@ -83,7 +86,7 @@ def test_interrupted_campaign_resumes_without_duplicates(tmp_path, digits_data):
     with open(results, "a") as f:
         f.write('{"id": "9/1796.png", "ok": tr')  # a line torn by a crash
 
-    rerun = run_cli("run", WORKFLOW, "--out", out, "--progress", "quiet")
+    rerun = run_cli("run", workflow, "--out", out, "--progress", "quiet")
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["items_resumed"] == first and summary["items_this_run"] == 1797 - first
@@ -118,7 +121,7 @@ def test_bad_input_files_become_recorded_errors(tmp_path, digits_data):
 
 def test_grpc_campaign_with_two_workers_sharing_one_pilot(tmp_path, digits_data):
     text = (WORKFLOW.read_text().replace("protocol: http", "protocol: grpc")
-            .replace("chunk_size: 128", "chunk_size: 32"))
+            .replace("chunk_size: auto", "chunk_size: 32"))
     wf = load_workflow(copy_workflow(tmp_path / "wf", text, digits_data / "images"))
     summary = run_campaign(wf, out=tmp_path / "run", limit=400, progress="quiet")
     assert (summary["items_total"], summary["items_ok"]) == (400, 400)

@@ -60,7 +60,7 @@ def slurm_workflow(tmp_path: Path, digits_data: Path, **changes: str) -> Path:
 
 
 def test_two_gpu_blocks_each_run_their_own_pilot(slurm_cluster, tmp_path, digits_data):
-    path = slurm_workflow(tmp_path, digits_data, **{"chunk_size: 128": "chunk_size: 16"})
+    path = slurm_workflow(tmp_path, digits_data, **{"chunk_size: auto": "chunk_size: 16"})
     out = tmp_path / "run"
     result = run_cli("run", path, "--out", out, "--progress", "log")
     assert result.returncode == 0, result.stderr
@@ -78,7 +78,7 @@ def test_two_gpu_blocks_each_run_their_own_pilot(slurm_cluster, tmp_path, digits
 
 
 def test_a_cancelled_block_loses_no_item(slurm_cluster, tmp_path, digits_data):
-    path = slurm_workflow(tmp_path, digits_data, **{"chunk_size: 128": "chunk_size: 8"})
+    path = slurm_workflow(tmp_path, digits_data, **{"chunk_size: auto": "chunk_size: 8"})
     out = tmp_path / "run"
     driver = subprocess.Popen([sys.executable, "-m", "dgaas_flow", "run", str(path), "--out", str(out),
                                "--progress", "quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -30,7 +30,7 @@ def table(driver, table_id: str) -> list[list[str]]:
 
 def test_report_of_a_real_campaign_in_a_real_browser(tmp_path, digits_data, browser):
     text = (WORKFLOW.read_text().replace("provider: local", "provider: {kind: local, workers_per_node: 2}")
-            .replace("chunk_size: 128", "chunk_size: 32"))
+            .replace("chunk_size: auto", "chunk_size: 32"))
     workflow = copy_workflow(tmp_path / "wf", text, digits_data / "images")
     out = tmp_path / "run"
     ran = run_cli("run", workflow, "--out", out, "--progress", "quiet")
