@@ -24,7 +24,7 @@ from dgaas_flow.campaign.progress import Progress
 from dgaas_flow.campaign.session import Session, pilots_since
 from dgaas_flow.campaign.sink import ResultsFile
 from dgaas_flow.campaign.stats import RunStats, Timeline
-from dgaas_flow.campaign.summary import summarize
+from dgaas_flow.campaign.summary import earlier_segments, summarize
 from dgaas_flow.errors import PilotError
 from dgaas_flow.inputs import FileSlice
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
@@ -97,7 +97,10 @@ class Campaign:
         self.out_dir = wf.out_dir(out)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / WORKFLOW).write_text(wf.model_dump_json(indent=2))
+        continued = (self.out_dir / RESULTS).exists()
         self.results = ResultsFile(self.out_dir / RESULTS)
+        # a folder whose results this run continues: its earlier runs' figures stay in the summary
+        self.earlier = earlier_segments(self.out_dir) if continued else []
         self.stats.resumed = len(self.results.done)
         if runs is None:
             runs = workflow_slices(wf)
@@ -136,8 +139,7 @@ class Campaign:
         asked by it: see Session.read_counters); None when every pilot has stopped (their counters
         are final)."""
         self.summary = summarize(self.wf, self.out_dir, self.total, self.stats, self.results.tally, session,
-                                 self.pilots_before, fresh)
-        self.summary["complete"] = self.complete
+                                 self.pilots_before, fresh, self.earlier, self.complete)
         (self.out_dir / SUMMARY).write_text(json.dumps(self.summary, indent=2) + "\n")
 
 
