@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dgaas_flow.campaign.files import RESULTS, SUMMARY
+from dgaas_flow.campaign.files import MANIFEST, PARTS, RESULTS, SUMMARY
 from dgaas_flow.campaign.session import Session, pilots_since
 from dgaas_flow.campaign.sink import Tally
 from dgaas_flow.campaign.stats import Latencies, RunStats
@@ -140,6 +140,7 @@ def summarize(wf: Workflow, out_dir: Path, total: int | None, stats: RunStats, t
         "restarts": sum(p.get("restarts", 0) for p in pilots),
         "triton": triton,
         "failures_by_reason": dict(tally.reasons.most_common(10)),
+        "results": f"{PARTS}/{MANIFEST}" if wf.outputs.format == "parquet" else RESULTS,
         "complete": complete,
         "segments": segments,
     }
@@ -183,5 +184,5 @@ def format_summary(s: dict[str, Any]) -> str:
                              f"queue {m['queue_ms_per_request']} ms/request")
     for reason, n in s["failures_by_reason"].items():
         lines.append(f"  failed: {n} x {reason}")
-    lines.append(f"  results: {s['out_dir']}/{RESULTS}   summary: {s['out_dir']}/{SUMMARY}")
+    lines.append(f"  results: {s['out_dir']}/{s.get('results', RESULTS)}   summary: {s['out_dir']}/{SUMMARY}")
     return "\n".join(lines)
