@@ -8,11 +8,12 @@ import tracemalloc
 import numpy as np
 
 from dgaas_flow import inputs
-from dgaas_flow.campaign import summarize
+from dgaas_flow.campaign import format_summary, summarize
 from dgaas_flow.campaign.records import ChunkRecords, quote
 from dgaas_flow.campaign.session import Session
 from dgaas_flow.campaign.sink import ResultsFile
-from dgaas_flow.campaign.stats import RunStats
+from dgaas_flow.campaign.stats import Latencies, RunStats
+from dgaas_flow.campaign.summary import earlier_segments
 from dgaas_flow.inputs import ChunkReader
 from dgaas_flow.inputs import enumerate_items as enumerate_files
 from dgaas_flow.specs import load_workflow
@@ -151,3 +152,51 @@ def test_chunks_of_runs_hold_every_item_once_in_order_within_limit_and_skip_done
     # what a task receives rebuilds the same runs
     chunk = next(inputs.chunk_slices(runs(), 1000, done=done))
     assert [inputs.FileSlice(*json.loads(json.dumps(r.fields()))) for r in chunk] == chunk
+
+
+def _summary_of(wf, folder, latencies_ms: list[float], earlier: list[dict]) -> dict:
+    stats = RunStats()
+    stats.add(len(latencies_ms), 0, latencies_ms)
+    stats.end()
+    results = ResultsFile(folder / "results.jsonl")
+    results.close()
+    s = summarize(wf, folder, total=10, stats=stats, tally=results.tally, session=Session(wf, folder),
+                  before={}, fresh=None, earlier_runs=earlier)
+    (folder / "summary.json").write_text(json.dumps(s))
+    return s
+
+
+def test_a_resumed_runs_summary_keeps_each_runs_figures_and_merges_their_latencies_exactly(tmp_path, digits_data):
+    """The README's order, run then run again: the second summary's requests and latency are of both
+    runs (their HDR histograms merged, not the percentiles averaged), each run's own figures kept as
+    a segment, and items_this_run still the last call's."""
+    wf = load_workflow(WORKFLOW)
+    first = _summary_of(wf, tmp_path, [1.0, 2.0, 3.0, 50.0], earlier=earlier_segments(tmp_path))
+    assert first["requests"] == 4 and len(first["segments"]) == 1 and "latency_exact" not in first
+    second = _summary_of(wf, tmp_path, [], earlier=earlier_segments(tmp_path))  # a rerun with nothing left to do
+    third = _summary_of(wf, tmp_path, [4.0, 5.0], earlier=earlier_segments(tmp_path))
+    assert second["requests"] == 4 and second["requests_this_run"] == 0 and second["items_this_run"] == 0
+    assert second["latency_ms"] == first["latency_ms"]
+    everything = Latencies()
+    everything.record([1.0, 2.0, 3.0, 50.0, 4.0, 5.0])
+    assert third["latency_ms"] == everything.summary() and third["requests"] == 6
+    assert [seg["requests"] for seg in third["segments"]] == [4, 0, 2]
+    assert [seg["items"] for seg in third["segments"]] == [4, 0, 2] and third["items_this_run"] == 2
+    assert third["segments"][0]["latency_ms"]["p99"] == first["latency_ms"]["p99"]
+    assert "(6 requests over 3 runs of this folder)" in format_summary(third)
+    assert "this run: 2 items" in format_summary(third) and ", 2 requests" in format_summary(third)
+
+
+def test_a_summary_written_before_segments_becomes_the_first_one_known_by_its_buckets(tmp_path, digits_data):
+    wf = load_workflow(WORKFLOW)
+    old = {"started_at": "2026-01-01T00:00:00+00:00", "items_this_run": 7, "items_resumed": 0, "wall_seconds": 2.0,
+           "items_per_second": 3.5, "requests": 3, "complete": True,
+           "latency_ms": {"p50": 2.0, "p95": 5.0, "p99": 5.0, "mean": 3.0, "histogram": [[1.0, 0], [2.0, 2], [5.0, 1]]}}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    s = _summary_of(wf, tmp_path, [10.0], earlier=earlier_segments(tmp_path))
+    assert s["requests"] == 4 and s["latency_exact"] is False
+    assert s["segments"][0]["items"] == 7 and s["segments"][0]["requests"] == 3
+    assert s["latency_ms"]["p50"] == 2.0 and abs(s["latency_ms"]["max"] - 10.0) < 0.01
+    assert s["latency_ms"]["mean"] == 4.75  # (3 x 3.0 + 10.0) / 4
+    (tmp_path / "summary.json").write_text("{broken")
+    assert earlier_segments(tmp_path) == []  # said in the log; the new summary starts the list again

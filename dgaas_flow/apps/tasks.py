@@ -43,7 +43,9 @@ class InferRequest:
     `inputs` is the workflow's input spec as a mapping (format and its fields; default: `format`
     with no options); `tensors` maps model inputs to the data's fields; `keep` names the outputs
     each result keeps (default all); `preprocess`/`postprocess` are hooks, `module:function` or
-    plain callables; `hook_path` is where their modules (and a plugin reader's) are found first."""
+    plain callables; `hook_path` is where their modules (and a plugin reader's) are found first;
+    `results` is what a chunk's results come back as: `jsonl` lines, or `parquet` columns (an Arrow
+    IPC stream, see records.ChunkColumns)."""
 
     model: str
     version: str = ""
@@ -66,6 +68,7 @@ class InferRequest:
     preprocess: Hook = None
     postprocess: Hook = None
     hook_path: str | None = None
+    results: str = "jsonl"
 
     @classmethod
     def from_workflow(cls, wf: Any) -> InferRequest:
@@ -80,6 +83,7 @@ class InferRequest:
             tensors=tuple(wf.inputs.tensors.items()) if wf.inputs.tensors else None,
             keep=tuple(wf.outputs.keep) if wf.outputs.keep else None,
             preprocess=wf.preprocess, postprocess=wf.postprocess, hook_path=str(wf.base_dir),
+            results=wf.outputs.format,
         )
 
     def reader_spec(self) -> dict[str, Any]:
@@ -258,6 +262,11 @@ class _Task:
         self.requested = kept if self.main in kept else [self.main, *kept]
         self.extra = [k for k in kept if k != self.main]
         self.inputs = {t.name: t for t in info.inputs}
+        # the request that learns the class names gets the ranked output's values parsed from text
+        # (float64): it is cast back, so every request's values (and a hook's columns) keep one type
+        main_type = next(t for t in info.outputs if t.name == self.main).datatype
+        self.main_dtype = np.dtype(np.float32) if main_type == "BYTES" else next(
+            t for t in info.outputs if t.name == self.main).dtype
         self.latencies: list[float] = []
         if hasattr(reader.reader, "model_pixels"):
             reader.reader.model_pixels = model_pixels(info)
@@ -338,6 +347,8 @@ class _Task:
             return
         ms = (time.perf_counter() - t0) * 1000.0
         self.latencies.append(ms)
+        if out[self.main].dtype != self.main_dtype and self.main_dtype.kind in "iuf":
+            out[self.main] = out[self.main].astype(self.main_dtype)
         if not batched:
             out = {k: v[None] for k, v in out.items()}
             tensors = {k: v[None] for k, v in tensors.items()}
@@ -355,9 +366,18 @@ class _Task:
                            extra=extra or None)
 
 
+def new_chunk(ids: list[str], labels: list[str | None], files: list[tuple[str, int | None, int]],
+              results: str) -> records.ChunkRecords | records.ChunkColumns:
+    """Where a chunk's results are made: lines (jsonl) or columns (parquet)."""
+    if results == "parquet":
+        return records.ChunkColumns(ids, labels, files)
+    return records.ChunkRecords(ids, labels)
+
+
 def infer_lines(sources: Sequence[Source], req: InferRequest) -> dict[str, Any]:
-    """Infer a chunk in-process: its results.jsonl lines, one per item in the sources' order (see
-    dgaas_flow.campaign.records), with their counts and the requests' latencies."""
+    """Infer a chunk in-process: its results.jsonl lines (or, for `results: parquet`, its columns),
+    one per item in the sources' order (see dgaas_flow.campaign.records), with their counts and the
+    requests' latencies."""
     server = PilotClient.for_request(req)
     block = os.environ.get("PARSL_WORKER_BLOCK_ID")  # set by Parsl's worker pool
     ids: list[str] = []
@@ -365,7 +385,7 @@ def infer_lines(sources: Sequence[Source], req: InferRequest) -> dict[str, Any]:
     for src in sources:
         ids += src.ids
         labels += [src.label] * src.count
-    chunk = records.ChunkRecords(ids, labels)
+    chunk = new_chunk(ids, labels, [(src.path, src.start, src.count) for src in sources], req.results)
 
     try:
         if req.hook_path and req.hook_path not in sys.path:
@@ -405,6 +425,8 @@ def infer_items(items: list[Item], req: InferRequest) -> dict[str, Any]:
     """Infer a chunk in-process: {"results": one record (a dict) per item, in order, "latencies_ms":
     per request}. For your own scripts; a campaign appends `infer_lines`'s text as it is."""
     out = infer_lines(list(_sources(items)), req)
+    if "arrow" in out:
+        return {"results": records.read_arrow(out["arrow"]).to_pylist(), "latencies_ms": out["latencies_ms"]}
     return {"results": [json.loads(line) for line in out["jsonl"].splitlines()],
             "latencies_ms": out["latencies_ms"]}
 

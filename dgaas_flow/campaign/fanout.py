@@ -1,7 +1,7 @@
 """A campaign: enumerate inputs, chunk them, keep a bounded number of tasks in flight, stream each
-item's result to results.jsonl as its chunk completes, resume from what is already there, and
-summarize (dgaas_flow.campaign.summary). Memory holds only the chunks in flight, never all results
-or all inputs.
+item's result to results.jsonl (or to results/ as Parquet parts) as its chunk completes, resume
+from what is already there, and summarize (dgaas_flow.campaign.summary). Memory holds only the
+chunks in flight, never all results or all inputs.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from dgaas_flow import inputs
-from dgaas_flow.apps.tasks import InferRequest, encode_chunk, infer_encoded_chunk
+from dgaas_flow.apps.tasks import InferRequest, encode_chunk, infer_encoded_chunk, new_chunk
 from dgaas_flow.campaign import records
 from dgaas_flow.campaign.chunking import chunk_sizes
-from dgaas_flow.campaign.files import RESULTS, SUMMARY, TIMELINE, WORKFLOW
+from dgaas_flow.campaign.files import MANIFEST, PARTS, RESULTS, SUMMARY, TIMELINE, WORKFLOW
 from dgaas_flow.campaign.progress import Progress
 from dgaas_flow.campaign.session import Session, pilots_since
-from dgaas_flow.campaign.sink import ResultsFile
+from dgaas_flow.campaign.sink import ResultsFile, ResultsParts
 from dgaas_flow.campaign.stats import RunStats, Timeline
-from dgaas_flow.campaign.summary import summarize
-from dgaas_flow.errors import PilotError
+from dgaas_flow.campaign.summary import earlier_segments, summarize
+from dgaas_flow.errors import PilotError, UserError
 from dgaas_flow.inputs import FileSlice
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 from dgaas_flow.specs import Workflow
@@ -38,13 +38,28 @@ def workflow_slices(wf: Workflow) -> Iterator[FileSlice]:
     return inputs.enumerate_slices(wf.inputs.files, wf.inputs, wf.inputs.labels)
 
 
-def _lost_chunk(chunk: list[FileSlice], exc: BaseException) -> dict[str, Any]:
+def _lost_chunk(chunk: list[FileSlice], exc: BaseException, results: str = "jsonl") -> dict[str, Any]:
     message = f"task failed after all retries: {type(exc).__name__}: {exc}"
     logger.warning("a chunk of %d slice(s) is recorded as failed: %s", len(chunk), message)
     items = [i for run in chunk for i in run.items()]
-    lost = records.ChunkRecords(records.quote(i.id for i in items), [i.label for i in items])
+    lost = new_chunk(records.quote(i.id for i in items), [i.label for i in items],
+                     [(run.path, run.start, run.count) for run in chunk], results)
     lost.fail(range(len(items)), message, None)
     return lost.outcome([])
+
+
+def open_results(wf: Workflow, out_dir: Path) -> tuple[ResultsFile | ResultsParts, bool]:
+    """The run folder's results in the workflow's format, and whether they continue earlier runs'.
+    A folder holding results of the other format is refused: resuming it would start over."""
+    jsonl, parts = out_dir / RESULTS, out_dir / PARTS / MANIFEST
+    mine, other = (parts, jsonl) if wf.outputs.format == "parquet" else (jsonl, parts)
+    if other.exists():
+        raise UserError(f"{out_dir} holds {other.relative_to(out_dir)}, results of another outputs.format than "
+                        f"{wf.outputs.format}: run it with --out on another folder, or remove them first")
+    continued = mine.exists()
+    if wf.outputs.format == "parquet":
+        return ResultsParts(out_dir / PARTS, wf.outputs.part_rows), continued
+    return ResultsFile(jsonl), continued
 
 
 def run_campaign(
@@ -96,8 +111,10 @@ class Campaign:
         self.wf, self.stats = wf, RunStats()
         self.out_dir = wf.out_dir(out)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.results, continued = open_results(wf, self.out_dir)
         (self.out_dir / WORKFLOW).write_text(wf.model_dump_json(indent=2))
-        self.results = ResultsFile(self.out_dir / RESULTS)
+        # a folder whose results this run continues: its earlier runs' figures stay in the summary
+        self.earlier = earlier_segments(self.out_dir) if continued else []
         self.stats.resumed = len(self.results.done)
         if runs is None:
             runs = workflow_slices(wf)
@@ -136,8 +153,7 @@ class Campaign:
         asked by it: see Session.read_counters); None when every pilot has stopped (their counters
         are final)."""
         self.summary = summarize(self.wf, self.out_dir, self.total, self.stats, self.results.tally, session,
-                                 self.pilots_before, fresh)
-        self.summary["complete"] = self.complete
+                                 self.pilots_before, fresh, self.earlier, self.complete)
         (self.out_dir / SUMMARY).write_text(json.dumps(self.summary, indent=2) + "\n")
 
 
@@ -198,7 +214,7 @@ def _fan_out(todo: Iterator[list[FileSlice]], wf, request, results, stats: RunSt
                 outcome = fut.result()
             except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
                 display.watch.counts(now=True)  # unless every pilot failed: then its items stay undone
-                outcome = _lost_chunk(chunk, exc)
+                outcome = _lost_chunk(chunk, exc, request.results)
             results.append(outcome)
             stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"], outcome["contacted"])
             display.advance(outcome["items"], outcome["failed"])

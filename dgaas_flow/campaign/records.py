@@ -191,3 +191,200 @@ class ChunkRecords:
         return {"jsonl": "".join(self.lines).encode(), "items": len(self.lines), "failed": self.failed,
                 "latencies_ms": latencies_ms, "pilots": dict(self.pilots), "reasons": dict(self.reasons),
                 "labelled": self.labelled, "correct": self.correct, "contacted": sorted(self.contacted)}
+
+
+# --------------------------------------------------------------------------------------------
+# columns (outputs.format: parquet)
+
+
+COLUMN_RESERVED = RESERVED | {"file", "row"}
+
+
+def _cells(parts: list[tuple[np.ndarray, Any]], n: int) -> list[Any]:
+    """One Python value per item (None where no request gave one): the slow, general way, for
+    strings and for values whose shapes differ between requests."""
+    cells: list[Any] = [None] * n
+    for positions, values in parts:
+        for p, v in zip(positions.tolist(), np.asarray(values).tolist() if not isinstance(values, list) else values,
+                        strict=True):
+            cells[p] = v.decode(errors="replace") if isinstance(v, bytes) else v
+    return cells
+
+
+def _column(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> Any:
+    """An Arrow column of `n` items from the requests' (positions, values): numbers and booleans in
+    their own type, an item's array as a list (nested for more axes), null for the items that no
+    request gave a value (failed items)."""
+    import pyarrow as pa
+
+    arrays = [np.asarray(v) for _, v in parts]
+    kinds = {a.dtype.kind for a in arrays}
+    inner = {a.shape[1:] for a in arrays}
+    if not kinds <= set("biuf") or len(inner) != 1:
+        return pa.array(_cells([(p, a) for (p, _), a in zip(parts, arrays, strict=True)], n))
+    shape = next(iter(inner))
+    full = np.zeros((n, *shape), dtype=np.result_type(*arrays))
+    missing = np.ones(n, dtype=bool)
+    for (positions, _), a in zip(parts, arrays, strict=True):
+        full[positions] = a
+        missing[positions] = False
+    if not shape:
+        return pa.array(full, mask=missing)
+    return _lists(pa.array(full[~missing].reshape(-1)), shape, missing)
+
+
+def _lists(values: Any, shape: tuple[int, ...], missing: np.ndarray) -> Any:
+    """Each present item's `values` (shape `shape`, flattened, items in order) as nested lists, a
+    null of no length for a missing item (Parquet refuses nulls that hold values, so fixed-size lists,
+    whose null slots do, are not used)."""
+    import pyarrow as pa
+
+    column = values
+    present = int((~missing).sum())
+    for depth in range(len(shape) - 1, 0, -1):  # the inner axes: lists of their fixed length
+        count = present * int(np.prod(shape[:depth]))
+        column = pa.ListArray.from_arrays(pa.array(np.arange(count + 1, dtype=np.int32) * shape[depth]), column)
+    lengths = np.where(missing, 0, shape[0]).astype(np.int32)
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), column, mask=pa.array(missing))
+
+
+class ChunkColumns:
+    """A chunk's results as columns, in item order, for `outputs.format: parquet`: the same calls
+    and counts as ChunkRecords, and an Arrow IPC stream in place of the lines, so arrays come back to
+    the driver as arrays. Columns: `id`, `file`, `row` (null for a whole-file item), `ok`, then for
+    the items that have a result `prediction` and `score` (top_k >= 1), `top` (a list of
+    {class, score}, top_k >= 2) or `output` (top_k 0), the other kept outputs and the hook's
+    columns under their names (`output_<name>` where a name is one of these), `pilot`, `block`,
+    `latency_ms`, `label` and `correct` with labels, and `error` (null for a success)."""
+
+    def __init__(self, quoted_ids: list[str], labels: list[str | None], files: list[tuple[str, int | None, int]]):
+        self.ids, self.labels, self.files = quoted_ids, labels, files
+        self.labelled_items = labels.count(None) < len(labels)
+        self.n = len(quoted_ids)
+        self.failed = self.labelled = self.correct = 0
+        self.pilots: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.contacted: set[str] = set()
+        self.top_k: int | None = None
+        self.class_names: list[str] = []
+        self.main: list[tuple[np.ndarray, np.ndarray]] = []  # (positions, ranked indices or raw values)
+        self.scores: list[tuple[np.ndarray, np.ndarray]] = []
+        self.extra: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.served: list[tuple[np.ndarray, str | None, str | None, float]] = []  # pilot, block, latency
+        self.errors: list[tuple[np.ndarray, str, str | None]] = []
+        self.predicted: dict[int, str] = {}
+
+    def succeed(self, positions: Sequence[int], out: np.ndarray, top_k: int, class_names: list[str],
+                pilot: str | None, block: str | None, latency_ms: float,
+                extra: dict[str, np.ndarray] | None = None) -> None:
+        at = np.asarray(positions, dtype=np.int64)
+        flat = out.reshape(len(at), -1)
+        self.top_k = top_k
+        if top_k == 0:
+            self.main.append((at, out))
+        else:
+            index, value = _ranked(flat, min(top_k, flat.shape[1]))
+            if len(class_names) > len(self.class_names):
+                self.class_names = list(class_names)
+            self.main.append((at, index))
+            self.scores.append((at, value.astype(np.float64)))
+        for name, values in (extra or {}).items():
+            self.extra.setdefault(name, []).append((at, np.asarray(values)))
+        self.served.append((at, pilot, block, round(latency_ms, 3)))
+        self.pilots[pilot or "?"] += len(at)
+        if pilot:
+            self.contacted.add(pilot)
+        if self.labelled_items and top_k:
+            names = self.class_names
+            for p, k in zip(at.tolist(), index[:, 0].tolist(), strict=True):
+                label = self.labels[p]
+                if label is not None:
+                    self.labelled += 1
+                    self.correct += (names[k] if k < len(names) else str(k)) == label
+
+    def fail(self, positions: Sequence[int], message: str, pilot: str | None) -> None:
+        self.errors.append((np.asarray(list(positions), dtype=np.int64), message, pilot))
+        self.failed += len(positions)
+        self.reasons[_reason(message)] += len(positions)
+        if pilot:
+            self.contacted.add(pilot)
+
+    def table(self) -> Any:
+        """The chunk as an Arrow table, one row per item, in item order."""
+        import pyarrow as pa
+
+        n = self.n
+        ids = json.loads("[" + ",".join(self.ids) + "]")
+        paths = np.empty(len(self.files), dtype=object)
+        paths[:] = [path for path, _, _ in self.files]
+        counts = [count for _, _, count in self.files]
+        rows = np.concatenate([np.arange(start, start + count) if start is not None else np.zeros(count, np.int64)
+                               for _, start, count in self.files]) if self.files else np.zeros(0, np.int64)
+        whole = np.repeat(np.array([start is None for _, start, _ in self.files], dtype=bool), counts)
+        columns: dict[str, Any] = {
+            "id": pa.array(ids, pa.string()), "file": pa.array(np.repeat(paths, counts), pa.string()),
+            "row": pa.array(rows.astype(np.int64), mask=whole),
+        }
+        ok = np.zeros(n, dtype=bool)
+        for at, *_ in self.served:
+            ok[at] = True
+        columns["ok"] = pa.array(ok)
+        if self.main and self.top_k == 0:
+            columns["output"] = _column(self.main, n)
+        elif self.main:
+            names = self.class_names
+            classes_seen = 1 + max((int(i.max()) for _, i in self.main if i.size), default=0)
+            name_of = np.empty(max(len(names), classes_seen), dtype=object)
+            name_of[:] = [names[k] if k < len(names) else str(k) for k in range(len(name_of))]
+            columns["prediction"] = pa.array(_cells([(at, name_of[i[:, 0]]) for at, i in self.main], n), pa.string())
+            columns["score"] = _column([(at, v[:, 0]) for at, v in self.scores], n)
+            if self.top_k is not None and self.top_k > 1:
+                width = min(i.shape[1] for _, i in self.main)
+                classes = np.full((n, width), "", dtype=object)
+                values = np.zeros((n, width), dtype=np.float64)
+                for (at, i), (_, v) in zip(self.main, self.scores, strict=True):
+                    classes[at] = name_of[i[:, :width]]
+                    values[at] = v[:, :width]
+                pairs = pa.StructArray.from_arrays([pa.array(classes[ok].reshape(-1), pa.string()),
+                                                    pa.array(values[ok].reshape(-1))], names=["class", "score"])
+                columns["top"] = _lists(pairs, (width,), ~ok)
+        for name, parts in self.extra.items():
+            columns[f"output_{name}" if name in COLUMN_RESERVED else name] = _column(parts, n)
+        pilot, block, latency, error = [None] * n, [None] * n, [None] * n, [None] * n
+        for at, url, blk, ms in self.served:
+            for p in at.tolist():
+                pilot[p], block[p], latency[p] = url, blk, ms
+        for at, message, url in self.errors:
+            for p in at.tolist():
+                error[p], pilot[p], block[p], latency[p] = message, url, None, None
+        columns["pilot"] = pa.array(pilot, pa.string())
+        columns["block"] = pa.array(block, pa.string())
+        columns["latency_ms"] = pa.array(latency, pa.float64())
+        if self.labelled_items:
+            columns["label"] = pa.array(self.labels, pa.string())
+            if self.top_k:
+                prediction = columns["prediction"].to_pylist() if "prediction" in columns else [None] * n
+                columns["correct"] = pa.array([None if lab is None or pred is None else lab == pred
+                                               for lab, pred in zip(self.labels, prediction, strict=True)], pa.bool_())
+        columns["error"] = pa.array(error, pa.string())
+        return pa.table(columns)
+
+    def outcome(self, latencies_ms: list[float]) -> dict[str, Any]:
+        """As ChunkRecords.outcome, with the table as an Arrow IPC stream (bytes) under "arrow"."""
+        import pyarrow as pa
+
+        table = self.table()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return {"arrow": sink.getvalue().to_pybytes(), "items": self.n, "failed": self.failed,
+                "latencies_ms": latencies_ms, "pilots": dict(self.pilots), "reasons": dict(self.reasons),
+                "labelled": self.labelled, "correct": self.correct, "contacted": sorted(self.contacted)}
+
+
+def read_arrow(data: bytes) -> Any:
+    """The table of `ChunkColumns.outcome`'s "arrow" bytes (no copy)."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()

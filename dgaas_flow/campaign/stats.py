@@ -40,6 +40,36 @@ class Latencies:
     def count(self) -> int:
         return self._hist.get_total_count()
 
+    @property
+    def sum_us(self) -> int:
+        """The sum of the recorded latencies in whole microseconds (the exact mean's numerator)."""
+        return self._sum_us
+
+    def encode(self) -> str:
+        """The histogram in HdrHistogram's compressed, base64 form (a few hundred bytes), which
+        `merge` adds back exactly: what summary.json keeps of each run of a folder."""
+        return self._hist.encode().decode("ascii")
+
+    def merge(self, encoded: str, sum_us: int) -> None:
+        """Add the latencies of another run, as `encode` and `sum_us` gave them."""
+        other = HdrHistogram.decode(encoded.encode("ascii"))
+        if other.get_total_count():
+            self._hist.add(other)
+        self._sum_us += int(sum_us)
+
+    def merge_buckets(self, histogram: list[list[float]], mean_ms: float | None) -> None:
+        """Add a run known only by its summary's buckets ([upper ms, count], from a dgaas-flow that did
+        not keep the encoded histogram): each bucket's requests counted at its upper bound, so its
+        percentiles are those buckets' bounds, not exact."""
+        recorded = 0
+        for upper_ms, n in histogram:
+            if n:
+                us = min(max(int(upper_ms * 1000.0), _LOWEST_US), _HIGHEST_US)
+                self._hist.record_value(us, int(n))
+                recorded += int(n)
+        if mean_ms is not None:
+            self._sum_us += round(mean_ms * 1000.0 * recorded)
+
     def summary(self) -> dict[str, Any]:
         if not self.count:
             return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None, "histogram": []}

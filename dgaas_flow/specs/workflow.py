@@ -50,6 +50,14 @@ class OutputSpec(Strict):
         1, ge=0, description="best classes per item with their scores, named as Triton's classification "
         "extension names them (the model's label file); 0: the raw output values"
     )
+    format: Literal["jsonl", "parquet"] = Field(
+        "jsonl", description="jsonl: results.jsonl, one JSON line per item; parquet: results/part-*.parquet, a "
+        "column per field (arrays as arrays), the complete parts listed in results/manifest.json"
+    )
+    part_rows: int = Field(
+        1_000_000, ge=1, description="parquet: rows a part holds before the next one starts (each task's results "
+        "are one row group of it)"
+    )
 
 
 class ClientSettings(Strict):

@@ -70,7 +70,9 @@ def test_campaigns_in_a_session_share_one_pilot_and_count_their_own_work(tmp_pat
         rerun = run_campaign(again, progress="quiet", session=session)
         assert rerun["items_this_run"] == 1797 - stopped["items_this_run"] and rerun["items_ok"] == 1797
         (triton,) = rerun["triton"]
-        assert (triton["requests"], triton["inferences"]) == (rerun["requests"], rerun["items_this_run"])
+        # Triton's figures are this run's; `requests` is of both runs of the folder (summary segments)
+        assert (triton["requests"], triton["inferences"]) == (rerun["requests_this_run"], rerun["items_this_run"])
+        assert rerun["requests"] == stopped["requests"] + rerun["requests_this_run"]
         served_once(again.out_dir(), 1797)
 
     assert endpoint.pid is not None and not processes_mentioning(f"--http-port={endpoint.http_url.split(':')[-1]}")
