@@ -56,6 +56,12 @@ REQUEST_FAST_S = 30.0
 REQUEST_IDLE_S = 2.0
 
 
+class ServerKilled(PilotError):
+    """The server was killed by a signal (the OOM killer, an operator, a fault) while it started:
+    nothing says the next start would fail too, so it is restarted like a server that died later.
+    A server that exits with a status of its own (a broken model) still fails at once."""
+
+
 def detect_gpus(environ: os._Environ | dict[str, str] = os.environ) -> list[str]:
     """GPUs the batch system gave this job: CUDA_VISIBLE_DEVICES (SLURM and HTCondor set it),
     else SLURM_JOB_GPUS, else HTCondor's _CONDOR_AssignedGPUs."""
@@ -110,6 +116,7 @@ class Pilot:
         self._metrics_request: str | None = None  # the last counter request read
         self._request_fast_until = self._next_request_check = 0.0  # monotonic times (see REQUEST_FAST_S)
         self._regions: set[str] = set()  # the Python backend's shared memory of the server now running
+        self._recent_restarts: deque[float] = deque()  # monotonic times of restarts within restart_window_s
         self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
         self._use_ports(Ports(*free_ports(3, listen)))
 
@@ -175,16 +182,44 @@ class Pilot:
     def _first_start(self) -> None:
         """Free ports are chosen before the server binds them; another process may take one
         meanwhile (glideins share nodes): then choose again. Restarts keep their ports."""
-        for attempt in range(PORT_ATTEMPTS):
+        attempt = 0
+        while True:
             self.plan = self._make_plan()
             try:
                 self._spawn_until_ready()
                 return
+            except ServerKilled as exc:
+                if self._stop.is_set():
+                    raise
+                if not self._may_restart(str(exc)):
+                    raise PilotError(self.endpoint.error or str(exc)) from None
+                self._log(f"{str(exc).split('; log ')[0]}; restarting")
+                self.endpoint.restarts += 1
+                self._publish()
             except PilotError as exc:
-                if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                attempt += 1
+                if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
                     raise
                 self._log(f"a port was taken before the server bound it; new ports ({exc})")
                 self._use_ports(Ports(*free_ports(3, self.config.triton.listen)))
+
+    def _may_restart(self, reason: str) -> bool:
+        """Whether one more restart fits in max_restarts within restart_window_s (it is counted);
+        when it does not, the pilot says why (endpoint.error) and gives up."""
+        settings = self.config.triton
+        now = time.monotonic()
+        recent = self._recent_restarts
+        while recent and now - recent[0] > settings.restart_window_s:
+            recent.popleft()
+        if len(recent) >= settings.max_restarts:
+            self._log(f"{reason.splitlines()[0]}; restart limit reached")
+            self.endpoint.error = (
+                f"tritonserver needed {len(recent) + 1} restarts within {settings.restart_window_s:.0f} s "
+                f"(triton.max_restarts {settings.max_restarts}); log {self.log_file}:\n{log_tail(self.log_file)}"
+            )
+            return False
+        recent.append(now)
+        return True
 
     def _own_server(self) -> None:
         try:
@@ -264,7 +299,6 @@ class Pilot:
         """Restart a server that died or hung; more than max_restarts restarts within
         restart_window_s means something is wrong that a restart will not fix: give up, say why."""
         settings = self.config.triton
-        recent: deque[float] = deque()
         self._next_probe = time.monotonic() + settings.health_interval_s
         while not self._stop.wait(POLL_S):
             self._answer_metrics_request()
@@ -272,19 +306,10 @@ class Pilot:
             if reason is None:
                 continue
             self._misses = 0
-            now = time.monotonic()
-            while recent and now - recent[0] > settings.restart_window_s:
-                recent.popleft()
-            if len(recent) >= settings.max_restarts:
-                self._log(f"{reason}; restart limit reached")
-                self.endpoint.error = (
-                    f"tritonserver needed {len(recent) + 1} restarts within {settings.restart_window_s:.0f} s "
-                    f"(triton.max_restarts {settings.max_restarts}); log {self.log_file}:\n{log_tail(self.log_file)}"
-                )
+            if not self._may_restart(reason):
                 self._set_state("failed")
                 self._stop.wait()
                 return
-            recent.append(now)
             self._log(f"{reason}; restarting")
             self.endpoint.restarts += 1
             self._set_state("restarting")
@@ -316,8 +341,12 @@ class Pilot:
         deadline = time.monotonic() + self.config.triton.ready_timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
             if self._proc.poll() is not None:
+                status = self._proc.returncode
+                if status < 0 and not self._stop.is_set():
+                    raise ServerKilled(f"tritonserver was killed by signal {-status} before it was ready; "
+                                       f"log {self.log_file}:\n{log_tail(self.log_file)}")
                 raise PilotError(
-                    f"tritonserver exited with status {self._proc.returncode} before it was ready; "
+                    f"tritonserver exited with status {status} before it was ready; "
                     f"log {self.log_file}:\n{log_tail(self.log_file)}"
                 )
             if self.is_ready(timeout=2):
