@@ -38,6 +38,28 @@ METRICS_POLL_S = 0.05  # the registry is read this often meanwhile
 READY_POLL_S = 0.2
 
 
+class BlocksCannotStart(PilotError):
+    """The scheduler refused every block submission for the provider's `submit_retry_s`: no pilot
+    can ever start, so the campaign stops, its items not done left for a rerun (which resumes)."""
+
+    exit_code = 4
+
+
+class _CheckedWatch:
+    """A campaign's pilot watch that first asks the session whether its blocks can start at all
+    (see Session.watch)."""
+
+    def __init__(self, watch: Any, session: Session) -> None:
+        self._watch, self._session = watch, session
+
+    def counts(self) -> tuple[int, int]:
+        self._session.check_blocks()
+        return self._watch.counts()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._watch, name)
+
+
 def _named(wf: Workflow) -> str:
     source = wf.source
     return f"workflow {wf.name}" + (f" ({source})" if source else "")
@@ -212,6 +234,26 @@ class Session:
                 "run this workflow in a session of its own"
             )
 
+    def executor(self) -> Any:
+        """The session's Parsl executor (a `sites.executor.PilotExecutor`), None when closed."""
+        return self._dfk.executors.get(self.label) if self._dfk is not None else None
+
+    def check_blocks(self) -> None:
+        """Raise BlocksCannotStart once the executor gave up submitting blocks (see
+        `sites.submissions`): the scheduler's own message says why."""
+        submissions = getattr(self.executor(), "submissions", None)
+        if submissions is not None and submissions.gave_up:
+            raise BlocksCannotStart(
+                f"{self._described()}: the blocks of provider {self.provider.name} cannot start: "
+                f"{submissions.gave_up}\nNothing more was sent; rerun the same command to resume once the "
+                "scheduler accepts the jobs (check the profile's partition, account, qos, and `sinfo`/`condor_q`)"
+            )
+
+    def watch(self, watch: Any) -> Any:
+        """A campaign's pilot watch (its `counts()`, called about once a second) that also stops
+        the campaign when the blocks cannot start."""
+        return _CheckedWatch(watch, self)
+
     def wait_ready(self, timeout_s: float | None = None, pilots: int = 1) -> list[Endpoint]:
         """Return the serving pilots once at least `pilots` serve (all their models loaded);
         PilotError when every pilot failed, or after `timeout_s` (None: no limit, as a batch queue
@@ -226,6 +268,7 @@ class Session:
             ready = [e for e in endpoints if e.serving()]
             if len(ready) >= pilots:
                 return ready
+            self.check_blocks()
             if endpoints and all(e.state == "failed" for e in endpoints):
                 raise PilotError(f"every pilot failed ({len(endpoints)}); the last one said:\n{endpoints[-1].error}")
             if deadline is not None and time.monotonic() > deadline:

@@ -39,6 +39,11 @@ class ProviderBase(BaseModel):
     heartbeat_threshold_s: int = Field(
         30, ge=2, description="a block silent this long is lost and its tasks are retried elsewhere"
     )
+    submit_retry_s: float = Field(
+        300.0, ge=0, description="how long block submissions the scheduler refuses (unreachable, job rejected, "
+        "bad account or partition) are retried, with backoff, before the campaign stops with exit status 4, "
+        "its items left undone for a rerun"
+    )
     parsl_log: Literal["debug", "info", "warning"] = Field(
         "warning", description="level of Parsl's own log (the session's parsl/NNN/parsl.log and the "
         "interchange's); debug writes a dozen lines a task: set it when debugging Parsl itself",

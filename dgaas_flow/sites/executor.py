@@ -20,6 +20,7 @@ from parsl.logconfigs.file import FileLogging
 
 from dgaas_flow.errors import UserError
 from dgaas_flow.sites.base import ProviderBase
+from dgaas_flow.sites.submissions import Submissions, scheduler_message
 
 EXECUTOR_LABEL = "dgaas"
 FIRST_POLL_S = 0.02  # Parsl's strategy period until the executor is up (see load)
@@ -81,12 +82,48 @@ def worker_init(spec: ProviderBase, environment: dict[str, str] | None = None) -
     return "\n".join(filter(None, lines))
 
 
+class PilotExecutor(HighThroughputExecutor):
+    """Parsl's HighThroughputExecutor whose failed block submissions are said, retried with backoff
+    and given up on after the profile's `submit_retry_s` (see `sites.submissions`), instead of
+    counting as failed blocks that end in every task failing. Blocks that did start and failed
+    still go to Parsl's windowed error handler (three failed blocks in a row end the executor)."""
+
+    def __init__(self, *args: object, submit_retry_s: float = 300.0, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.submissions = Submissions(submit_retry_s)
+
+    def scale_out_facade(self, n: int) -> list[str]:
+        """Submit up to n blocks one at a time, stopping at the first the scheduler refuses."""
+        started: list[str] = []
+        for _ in range(n):
+            if not self.submissions.may_submit():
+                break
+            block = super().scale_out_facade(1)
+            if not block:
+                break
+            started += block
+        return started
+
+    def _launch_block(self, block_id: str) -> object:
+        try:
+            job_id = super()._launch_block(block_id)
+        except Exception as exc:
+            message = scheduler_message(exc)
+            self.submissions.failed(block_id, message)
+            raise RuntimeError(message) from None  # Parsl records it as the block's status message
+        self.submissions.succeeded(block_id)
+        return job_id
+
+    def handle_errors(self, status: dict) -> None:
+        super().handle_errors({b: s for b, s in status.items() if b not in self.submissions.failed_blocks})
+
+
 def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EXECUTOR_LABEL,
                   environment: dict[str, str] | None = None) -> HighThroughputExecutor:
     """The executor whose every block (node) starts one pilot with `pilot_config` before its
     workers, or none (None: the tasks find a server elsewhere); `environment` is exported to
     the workers."""
-    return HighThroughputExecutor(
+    return PilotExecutor(
         label=label,
         address=spec.address or spec.default_address,
         provider=spec.parsl_provider(worker_init(spec, environment)),
@@ -103,6 +140,7 @@ def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EX
         block_error_handler=windowed_error_handler,
         heartbeat_period=max(1, spec.heartbeat_threshold_s // 5),
         heartbeat_threshold=spec.heartbeat_threshold_s,
+        submit_retry_s=spec.submit_retry_s,
     )
 
 
