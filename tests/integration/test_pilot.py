@@ -292,3 +292,26 @@ def test_wrap_stops_its_pool_and_server_soon_after_the_interchange_is_gone(tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
     assert f"the interchange at 127.0.0.1:{port} is gone" in err
     assert gone(endpoint.pid) and Endpoint.read(next(tmp_path.glob("*.json"))).state == "stopped"
+
+
+def test_requests_fail_over_to_another_serving_pilot_of_the_registry(pilot_config, monkeypatch):
+    """The node's pilot stops (its block ended, it failed): the client's next request goes to
+    another serving pilot of the same registry instead of failing its retries against the first."""
+    from dgaas_flow.apps.client import PilotClient
+
+    with Pilot(pilot_config) as other:
+        home = Pilot(pilot_config)
+        home.start()
+        try:
+            monkeypatch.setenv("DGAAS_ENDPOINT_FILE", str(home.endpoint_file))
+            monkeypatch.setenv("DGAAS_TRITON_URL", home.endpoint.http_url)
+            client = PilotClient(retries=3, backoff_s=0.1)
+            batch = {"IMAGE": np.zeros((2, 8, 8), dtype=np.uint8)}
+            client.infer("digits", batch)
+            assert client.url == home.endpoint.http_url
+        finally:
+            home.stop()
+        assert Endpoint.read(home.endpoint_file).state == "stopped"
+        out = client.infer("digits", batch)
+        assert client.url == other.endpoint.http_url and client.failovers == 1
+        assert next(iter(out.values())).shape[0] == 2

@@ -1,0 +1,78 @@
+"""Elastic pilots on the real single-node SLURM cluster (two fake GPUs, profile slurm-local):
+fail-over between pilots, draining before a block's end, autoscaling on Triton's queue time.
+Each campaign ends with an exact check of results.jsonl: every item once, none failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dgaas_flow.pilot.endpoint import read_registry
+from tests.conftest import WORKFLOW, copy_workflow
+from tests.integration.test_slurm import PROFILE, slurm_cluster  # noqa: F401 - the fixture
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.elastic, pytest.mark.usefixtures("slurm_cluster")]
+
+
+def elastic_workflow(tmp_path: Path, digits_data: Path, profile: str = "", workflow: str = "",
+                     chunk_size: int = 8) -> Path:
+    """The digits workflow on slurm-local, its profile changed by `profile` (YAML lines appended
+    under provider:), the workflow by `workflow` (top-level YAML lines)."""
+    provider = tmp_path / "provider.yaml"
+    provider.write_text(PROFILE.read_text() + profile)
+    text = WORKFLOW.read_text().replace("provider: local", f"provider: {provider}")
+    text = text.replace("chunk_size: 128", f"chunk_size: {chunk_size}") + workflow
+    return copy_workflow(tmp_path / "wf", text, digits_data / "images")
+
+
+def start_run(path: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dgaas_flow", "run", str(path), "--out", str(out),
+                             "--progress", "log"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(predicate, timeout: float = 180, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def results(out: Path) -> list[dict]:
+    path = out / "results.jsonl"
+    return [json.loads(line) for line in path.open()] if path.exists() else []
+
+
+def exactly_once(out: Path, expected: int = 1797) -> dict:
+    ids = Counter(r["id"] for r in results(out))
+    assert len(ids) == expected and set(ids.values()) == {1}, "items lost or duplicated"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items_failed"] == 0 and summary["items_ok"] == expected
+    return summary
+
+
+def test_killing_one_of_two_pilots_moves_its_requests_to_the_other(tmp_path, digits_data):
+    out = tmp_path / "run"
+    driver = start_run(elastic_workflow(tmp_path, digits_data), out)
+    ready = wait_until(lambda: len(r := [e for e in read_registry(out / "pilots") if e.state == "ready"]) == 2
+                       and len(results(out)) > 0 and r, what="two ready pilots and a first result")
+    victim = next(e for e in ready if e.block == "1")
+    survivor = next(e for e in ready if e.block == "0")
+    os.kill(victim.supervisor_pid, signal.SIGKILL)  # the pilot (and with it its server) is gone
+    done_at_kill = len(results(out))
+    _, err = driver.communicate(timeout=400)
+    assert driver.returncode == 0, err
+    assert done_at_kill < 1797, "the campaign ended before the pilot was killed; nothing was tested"
+    exactly_once(out)
+    moved = [r for r in results(out) if r["block"] == "1" and r["pilot"] == survivor.http_url]
+    assert moved, "no request of block 1 went to the other pilot"
