@@ -11,11 +11,12 @@
 An explicit `server.gateway` counts as step 1: the workflow asked for it.
 
 Fail-over (`failover_endpoints`), when a request to the server found this way failed, was retried
-after a backoff, and the node's pilot still does not serve (gone, stopped, failed, draining, or not
-ready again within the backoff): another serving pilot of the same registry (the folder of
-DGAAS_ENDPOINT_FILE) that this host can reach (on this host, or listening on a non-loopback
-address), in random order so that the workers of a lost pilot spread out; then the gateway
-(DGAAS_GATEWAY_URL) if one is set. An explicit server.url or server.gateway is never failed over.
+after a backoff, and the node's pilot still does not serve (gone, stopped, failed, or not ready
+again within the backoff; a draining pilot still serves the tasks of its own node): another
+serving pilot of the same registry (the folder of DGAAS_ENDPOINT_FILE) that this host can reach
+(on this host, or listening on a non-loopback address), in random order so that the workers of
+a lost pilot spread out; then the gateway (DGAAS_GATEWAY_URL) if one is set. An explicit
+server.url or server.gateway is never failed over.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def wait_for_pilot(path: Path, timeout_s: float) -> Endpoint:
                 raise
             time.sleep(WAIT_POLL_S)
             continue
-        if endpoint.state in ("ready", "restarting") and not endpoint.gone():
-            return endpoint
-        if endpoint.state in ("ready", "restarting"):
+        if endpoint.state in ("ready", "restarting", "draining") and not endpoint.gone():
+            return endpoint  # a draining pilot still serves the tasks its node holds
+        if endpoint.state in ("ready", "restarting", "draining"):
             raise PilotError(f"the pilot of this node is gone (its supervisor, pid {endpoint.supervisor_pid}, exited)")
         if endpoint.state != "starting":
             raise PilotError(f"the pilot of this node is {endpoint.state}: {endpoint.error or 'see its log'}")

@@ -65,6 +65,8 @@ class Endpoint(BaseModel):
     )
     metrics_answered: str | None = Field(None, description="the last counter request these counters answer")
     heartbeat_at: float | None = Field(None, description="when the pilot last wrote this file (Unix time, its clock)")
+    ends_at: float | None = Field(None, description="when its block ends (Unix time), if known")
+    draining_since: float | None = Field(None, description="when it began draining (Unix time)")
     heartbeat_every_s: float | None = Field(None, description="how often it writes it, at least, while ready")
 
     @property

@@ -17,6 +17,7 @@ import psutil
 
 from dgaas_flow.errors import PilotError
 from dgaas_flow.lifetime import adopt_orphans
+from dgaas_flow.pilot.deadline import with_drain_period
 from dgaas_flow.pilot.endpoint import ENV_ENDPOINT_FILE, Endpoint, read_registry
 from dgaas_flow.pilot.lifeline import InterchangeWatch, interchange_addresses
 from dgaas_flow.pilot.settings import PilotConfig
@@ -25,6 +26,7 @@ from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, t
 
 logger = logging.getLogger(__name__)
 POOL_POLL_S = 0.5
+POOL_DRAIN_LAG_S = 2.0  # the pool drains after its pilot says `draining`, never before
 
 DEFAULT_PILOT_DIR = Path(os.environ.get("DGAAS_PILOT_DIR", Path.home() / ".dgaas-flow" / "pilot"))
 
@@ -42,6 +44,8 @@ def wrap(config: PilotConfig, cmd: list[str], block: str | None = None, wait_rea
             endpoint = pilot.launch()
             if wait_ready or pilot.endpoint_file is None:  # without the file, tasks could not wait
                 pilot.wait_ready()
+            if pilot.drain_at is not None:  # the pool drains with its pilot: no task is cut by the block's end
+                cmd = with_drain_period(cmd, pilot.drain_at - time.time() + POOL_DRAIN_LAG_S)
             child = subprocess.Popen(cmd, env={**os.environ, **endpoint.worker_env(pilot.endpoint_file)})
             pilot.wait_ready()
             return _wait_child(child, InterchangeWatch(interchange_addresses(cmd)))

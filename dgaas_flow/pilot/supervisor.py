@@ -28,6 +28,7 @@ from collections import deque
 
 from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot import metrics
+from dgaas_flow.pilot.deadline import block_end
 from dgaas_flow.pilot.endpoint import Endpoint, key_file, metrics_request
 from dgaas_flow.pilot.launch import SECRET_HEADER, LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
@@ -104,6 +105,10 @@ class Pilot:
             log=str(self.log_file),
             heartbeat_every_s=settings.health_interval_s,
         )
+        self._started = time.time()
+        self.ends_at, ends_from = block_end(lifetime_s=settings.block_lifetime_s, started=self._started)
+        self.endpoint.ends_at = self.ends_at
+        self._ends_from = ends_from
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -172,6 +177,16 @@ class Pilot:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def drain_at(self) -> float | None:
+        """When the pilot begins draining (Unix time), if its block's end is known: drain_s before
+        it, or halfway through a block shorter than drain_s (it would otherwise never serve)."""
+        if self.ends_at is None:
+            return None
+        drain_s = self.config.triton.drain_s
+        lifetime = self.ends_at - self._started
+        return self.ends_at - drain_s if drain_s < lifetime else self._started + lifetime / 2
 
     @property
     def server_pid(self) -> int | None:
@@ -274,7 +289,7 @@ class Pilot:
             self._reload(missing)
         elif missing == [] and self.endpoint.state == "restarting":
             self._log("every model is ready again")
-            self.endpoint.state = "ready"
+            self.endpoint.state = "draining" if self.endpoint.draining_since else "ready"
         if self._misses or not self._read_metrics():
             self._publish()  # the heartbeat, at every probe: readers elsewhere tell a live pilot from a dead node by it
         if self._misses < settings.health_failures:
@@ -300,8 +315,15 @@ class Pilot:
         restart_window_s means something is wrong that a restart will not fix: give up, say why."""
         settings = self.config.triton
         self._next_probe = time.monotonic() + settings.health_interval_s
+        if self.ends_at is not None:
+            self._log(f"the block ends at {time.strftime('%H:%M:%S', time.localtime(self.ends_at))} "
+                      f"({self._ends_from}); draining {settings.drain_s:.0f} s before")
         while not self._stop.wait(POLL_S):
             self._answer_metrics_request()
+            if self.drain_at is not None and self.endpoint.state == "ready" and time.time() >= self.drain_at:
+                self._log("the block ends soon: draining (no new work; what is held finishes)")
+                self.endpoint.draining_since = time.time()
+                self._set_state("draining")
             reason = self._problem()
             if reason is None:
                 continue
@@ -320,7 +342,7 @@ class Pilot:
                 self._terminate(kill=True)
                 continue
             self._next_probe = time.monotonic() + settings.health_interval_s
-            self._set_state("ready")
+            self._set_state("draining" if self.endpoint.draining_since else "ready")
 
     def _spawn_until_ready(self) -> None:
         plan = self.plan
@@ -367,7 +389,8 @@ class Pilot:
         once; the endpoint names the request only if the reading succeeded (a failed one is not
         tried again: the campaign marks these figures stale, and a log line per poll would not help)."""
         now = time.monotonic()
-        if self.endpoint_file is None or self.endpoint.state != "ready" or now < self._next_request_check:
+        if self.endpoint_file is None or self.endpoint.state not in ("ready", "draining") \
+                or now < self._next_request_check:
             return
         request = metrics_request(self.endpoint_file.parent)
         if request is not None and request != self._metrics_request:

@@ -23,14 +23,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.elastic, p
 
 
 def elastic_workflow(tmp_path: Path, digits_data: Path, profile: str = "", workflow: str = "",
-                     chunk_size: int = 8) -> Path:
+                     chunk_size: int = 8, images: Path | None = None) -> Path:
     """The digits workflow on slurm-local, its profile changed by `profile` (YAML lines appended
     under provider:), the workflow by `workflow` (top-level YAML lines)."""
     provider = tmp_path / "provider.yaml"
     provider.write_text(PROFILE.read_text() + profile)
     text = WORKFLOW.read_text().replace("provider: local", f"provider: {provider}")
     text = text.replace("chunk_size: 128", f"chunk_size: {chunk_size}") + workflow
-    return copy_workflow(tmp_path / "wf", text, digits_data / "images")
+    return copy_workflow(tmp_path / "wf", text, images or digits_data / "images")
 
 
 def start_run(path: Path, out: Path) -> subprocess.Popen:
@@ -76,3 +76,24 @@ def test_killing_one_of_two_pilots_moves_its_requests_to_the_other(tmp_path, dig
     exactly_once(out)
     moved = [r for r in results(out) if r["block"] == "1" and r["pilot"] == survivor.http_url]
     assert moved, "no request of block 1 went to the other pilot"
+
+
+def test_blocks_drain_before_their_walltime_and_the_campaign_loses_nothing(tmp_path, digits_data):
+    """Blocks of one minute, draining 55 s before their end: each pilot goes `draining`, its pool
+    takes no new task and finishes those it holds, the server stops, and replacement blocks take
+    over; no item is lost, duplicated or failed."""
+    from tests.integration.test_faults import many_images
+
+    images = many_images(tmp_path / "images", digits_data / "images", 6000)
+    path = elastic_workflow(tmp_path, digits_data, profile='  walltime: "00:01:00"\n  max_blocks: 2\n',
+                            workflow="triton: {drain_s: 55}\n", images=images, chunk_size=2)
+    out = tmp_path / "run"
+    driver = start_run(path, out)
+    _, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err
+    exactly_once(out, 6000)
+    pilots = read_registry(out / "pilots")
+    drained = [e for e in pilots if e.draining_since is not None]
+    assert drained, "no pilot drained: the campaign did not cross a block's end"
+    assert all(e.ends_at and e.draining_since < e.ends_at for e in drained)
+    assert all(e.state == "stopped" for e in drained)
