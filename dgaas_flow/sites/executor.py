@@ -8,6 +8,7 @@ import logging
 import shlex
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import parsl
@@ -16,6 +17,7 @@ from parsl.dataflow.dflow import DataFlowKernel
 from parsl.executors import HighThroughputExecutor
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.jobs.error_handlers import windowed_error_handler
+from parsl.jobs.states import JobState
 from parsl.logconfigs.file import FileLogging
 
 from dgaas_flow.errors import UserError
@@ -88,12 +90,29 @@ class PilotExecutor(HighThroughputExecutor):
     counting as failed blocks that end in every task failing. Blocks that did start and failed
     still go to Parsl's windowed error handler (three failed blocks in a row end the executor)."""
 
-    def __init__(self, *args: object, submit_retry_s: float = 300.0, **kwargs: object) -> None:
+    def __init__(self, *args: object, submit_retry_s: float = 300.0, controlled: bool = False,
+                 **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.submissions = Submissions(submit_retry_s)
+        # with an autoscaler, Parsl's strategy keeps only init_blocks (and replaces lost ones);
+        # more come from the controller (`controller_scale_out`)
+        self.controlled = controlled
+        self._by_controller = threading.local()
+
+    def active_blocks(self) -> int:
+        return sum(1 for s in self.status_facade.values() if s.state in (JobState.RUNNING, JobState.PENDING))
+
+    def controller_scale_out(self, n: int) -> list[str]:
+        self._by_controller.on = True
+        try:
+            return self.scale_out_facade(n)
+        finally:
+            self._by_controller.on = False
 
     def scale_out_facade(self, n: int) -> list[str]:
         """Submit up to n blocks one at a time, stopping at the first the scheduler refuses."""
+        if self.controlled and not getattr(self._by_controller, "on", False):
+            n = min(n, max(0, self.provider.init_blocks - self.active_blocks()))
         started: list[str] = []
         for _ in range(n):
             if not self.submissions.may_submit():
@@ -141,6 +160,7 @@ def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EX
         heartbeat_period=max(1, spec.heartbeat_threshold_s // 5),
         heartbeat_threshold=spec.heartbeat_threshold_s,
         submit_retry_s=spec.submit_retry_s,
+        controlled=spec.autoscale is not None,
     )
 
 
