@@ -10,8 +10,9 @@ series test it; `Session` feeds it the registry and applies its decisions to the
 campaign's timeline.jsonl and progress display read.
 
 Rules (one decision per tick at most, none within cooldown_s of the previous change):
-- scale out by one block when the metric stayed above `target` for the whole window (every sample
-  of the last window_s, and at least window_s of samples), tasks wait, and blocks < max_blocks;
+- scale out by one block when the metric stayed above `target` for the whole window (every tick
+  of the last window_s that saw executions, after at least window_s of watching), tasks wait, and
+  blocks < max_blocks;
 - scale in by one block when a pilot served nothing for idle_s (no execution), no task waits or
   the metric is below target / 2 (hysteresis: no flapping around the target), and blocks >
   min_blocks.
@@ -92,12 +93,13 @@ class Autoscaler:
         return sum(s[1] for s in window) / executions / 1000.0 if executions else None
 
     def _above_for_window(self, now: float) -> bool:
-        """Every tick of a full window had work and a queue time above target."""
+        """Watched for a full window, and every tick of it that saw executions (pilots publish
+        their counters at their own pace: ticks between two readings see none) was above target."""
         if self.first_seen is None or now - self.first_seen < self.spec.window_s:
             return False
         window = [s for s in self.samples if now - s[0] <= self.spec.window_s]
         ticks = [s[1] / s[2] / 1000.0 for s in window if s[2]]
-        return bool(ticks) and len(ticks) == len(window) and min(ticks) > self.spec.target
+        return bool(ticks) and min(ticks) > self.spec.target
 
     def observe(self, now: float, counters: Mapping[Any, Mapping[str, float]], blocks: int,
                 waiting: int) -> Decision | None:

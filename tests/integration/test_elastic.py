@@ -97,3 +97,42 @@ def test_blocks_drain_before_their_walltime_and_the_campaign_loses_nothing(tmp_p
     assert drained, "no pilot drained: the campaign did not cross a block's end"
     assert all(e.ends_at and e.draining_since < e.ends_at for e in drained)
     assert all(e.state == "stopped" for e in drained)
+
+
+AUTOSCALE = """  init_blocks: 1
+  min_blocks: 1
+  max_blocks: 2
+  autoscale: {target: 0.01, window_s: 2, cooldown_s: 5, idle_s: 5, tick_s: 0.5}
+"""
+
+
+def test_queue_time_above_target_adds_a_block_and_idle_ones_are_released(tmp_path, digits_data):
+    """One pilot under load keeps its queue time per execution above a (deliberately tiny) target:
+    a second block starts within the window and its pilot takes traffic; once the load stops the
+    idle block is released, down to min_blocks. The decisions are in timeline.jsonl and the report."""
+    from dgaas_flow import load_workflow
+    from dgaas_flow.campaign.fanout import run_campaign
+    from dgaas_flow.campaign.session import Session
+    from dgaas_flow.report.data import read_decisions
+    from tests.integration.test_faults import many_images
+
+    images = many_images(tmp_path / "images", digits_data / "images", 20000)
+    wf = load_workflow(elastic_workflow(tmp_path, digits_data, profile=AUTOSCALE, images=images, chunk_size=2,
+                                        workflow="triton: {health_interval_s: 0.5}\n"))
+    out = tmp_path / "run"
+    with Session(wf, tmp_path / "session") as session:
+        summary = run_campaign(wf, out=out, progress="log", session=session)
+        decisions = lambda: [json.loads(line) for line in (session.dir / "autoscale.jsonl").open()]  # noqa: E731
+        wait_until(lambda: any(d["action"] == "scale_in" for d in decisions()), timeout=120,
+                   what="the idle block to be released")
+        wait_until(lambda: session.executor().active_blocks() == 1, timeout=60, what="one block left")
+    assert summary["items_failed"] == 0
+    exactly_once(out, 20000)
+    first = decisions()[0]
+    assert (first["action"], first["blocks_before"], first["blocks_after"]) == ("scale_out", 1, 2)
+    assert first["metric"] > 0.01
+    assert {r["block"] for r in results(out)} == {"0", "1"}  # the added block's pilot took traffic
+    assert any(d["action"] == "scale_out" for d in read_decisions(out / "timeline.jsonl"))
+    report = subprocess.run([sys.executable, "-m", "dgaas_flow", "report", str(out)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert "Autoscaler decisions" in (out / "report.html").read_text()
