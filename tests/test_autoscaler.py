@@ -79,3 +79,14 @@ def test_decisions_reach_the_timeline_and_the_report(tmp_path):
     assert lines[0]["autoscale"]["blocks_after"] == 2 and "items" in lines[1]
     assert read_decisions(path)[0]["metric"] == 42.0
     assert len(read_timeline(path)) == 1
+
+
+def test_break_even_is_the_most_clients_below_target():
+    from dgaas_flow.campaign.scale import break_even, queue_ms_per_execution
+
+    assert queue_ms_per_execution([{"queue_ms_per_request": 2.0, "requests": 100, "executions": 10}]) == 20.0
+    steps = [{"workers": w, "items_per_second": 100.0 * w, "queue_ms_per_execution": q}
+             for w, q in ((1, 0.5), (2, 4.0), (4, 15.0), (8, 60.0))]
+    assert break_even(steps, 20.0) == {"target_ms": 20.0, "clients_per_pilot": 4, "items_per_second_per_pilot": 400.0,
+                                       "crossed_at_clients": 8, "crossed": True}
+    assert break_even(steps[:2], 20.0)["crossed"] is False

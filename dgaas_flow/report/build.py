@@ -359,6 +359,12 @@ def _write_scale_report(run_dir: Path, page: Path) -> Path:
         body.append("<p>No step was recorded.</p>")
         return _finish(page, figs, _page(title, "\n".join(body)))
     body.append(_steps_table(s.steps, links))
+    if s.break_even:
+        b = s.break_even
+        body.append(f"<p><b>Break-even</b> at {fmt(b.get('target_ms'))} ms queue time per execution: "
+                    f"{fmt(b.get('clients_per_pilot'))} client workers per pilot, "
+                    f"{fmt(b.get('items_per_second_per_pilot'))} items/s per pilot"
+                    + ("" if b.get("crossed") else " (the target was not crossed: more clients would fit)") + ".</p>")
     body.append('<p class="meta">Items/s: from each step\'s first result to its last (steady state). Avg batch '
                 "and queue ms: Triton's counters over all the step's pilots.</p>")
     summary = "; ".join(f"{st.name} {fmt(st.items_per_second)} items/s" for st in s.steps)

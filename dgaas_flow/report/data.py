@@ -333,6 +333,7 @@ class ScaleTest:
     provider: str | None
     started_at: str | None
     steps: list[Step]
+    break_even: dict[str, Any] | None = None  # see campaign.scale.break_even
 
 
 def read_scale(run_dir: Path) -> ScaleTest:
@@ -352,4 +353,6 @@ def read_scale(run_dir: Path) -> ScaleTest:
             latency=Latency.read(s.obj("latency_ms")), items_per_pilot=s.counts("items_per_pilot"),
             pilots=s.integer("pilots"), triton=None if triton is None else [TritonStats.read(t) for t in triton],
         ))
-    return ScaleTest(run_dir, f.string("workflow") or "?", f.string("provider"), f.string("started_at"), read)
+    be = f.data.get("break_even")
+    return ScaleTest(run_dir, f.string("workflow") or "?", f.string("provider"), f.string("started_at"), read,
+                     be if isinstance(be, dict) else None)
