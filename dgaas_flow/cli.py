@@ -1,5 +1,5 @@
 """The `dgaas-flow` command. User mistakes end with a message and exit status 2, pilot failures
-with exit status 3; never with a traceback."""
+with exit status 3, blocks the scheduler refuses with exit status 4; never with a traceback."""
 
 from __future__ import annotations
 

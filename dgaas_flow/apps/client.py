@@ -17,13 +17,15 @@ import numpy as np
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
+from dgaas_flow.errors import PilotError
 from dgaas_flow.gateway.bearer import optional_auth_headers
-from dgaas_flow.pilot.discovery import resolve_endpoint
+from dgaas_flow.pilot.discovery import failover_endpoints, resolve_endpoint
 
 if TYPE_CHECKING:
     from dgaas_flow.apps.tasks import InferRequest
 
 T = TypeVar("T")
+FAILBACK_S = 30.0  # after a fail-over, the node's own server is tried again this much later
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,8 @@ class PilotClient:
                                        ready_timeout_s)
         self.url: str | None = None
         self.headers: dict[str, str] | None = None
+        self.failovers = 0  # how often requests moved to another pilot
+        self._away_since: float | None = None  # when they last did (monotonic)
 
     @classmethod
     def for_request(cls, s: InferRequest) -> PilotClient:
@@ -281,18 +285,71 @@ class PilotClient:
         return url
 
     def call(self, fn: Callable[[TritonClient], T]) -> T:
-        """fn(client), retrying transport failures with backoff and a fresh resolution."""
+        """fn(client), retrying transport failures with backoff and a fresh resolution; when the
+        node's pilot no longer serves, another serving pilot of the session (see `_recover`)."""
         s = self.settings
         for attempt in range(s.retries + 1):
-            client = self.connect()
+            client = self._current()
             try:
                 return fn(client)
             except Exception as exc:
                 drop_client(client.url, client.protocol)
                 if attempt == s.retries or not retryable(exc):
                     raise
-                wait_until_ready(self.connect(fresh=True), s.backoff_s * 2**attempt)
+                self._recover(s.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ fail-over (see pilot.discovery)
+
+    @property
+    def _may_fail_over(self) -> bool:
+        """An explicit server or gateway is what the workflow asked for: never another one."""
+        return not (self.settings.server_url or self.settings.gateway)
+
+    def _current(self) -> TritonClient:
+        """The client to use now: the node's server, found again FAILBACK_S after a fail-over (it
+        may serve again); another serving pilot when discovery says the node's does not serve."""
+        if self._away_since is not None and time.monotonic() - self._away_since > FAILBACK_S:
+            self.url, self._away_since = None, None
+        try:
+            return self.connect()
+        except PilotError:
+            if not self._may_fail_over:
+                raise
+            return self._fail_over()
+
+    def _recover(self, seconds: float) -> None:
+        """After a failed request: the server discovery finds now, if it answers ready within
+        `seconds`; else another serving pilot; else the same server again (the next attempt
+        tells)."""
+        try:
+            client = self.connect(fresh=True)
+        except PilotError:
+            if not self._may_fail_over:
+                raise
+            client = None
+        if client is not None:
+            wait_until_ready(client, seconds)
+            if not self._may_fail_over or client.is_ready():
+                return
+        with contextlib.suppress(PilotError):
+            self._fail_over()
+
+    def _fail_over(self) -> TritonClient:
+        """Another serving pilot of the session, or the gateway, that answers ready; PilotError
+        when there is none."""
+        s = self.settings
+        for endpoint in failover_endpoints(exclude={self.url} if self.url else frozenset()):
+            url = endpoint.url(s.protocol)
+            if url is None:
+                continue
+            client = cached_client(url, s.protocol, s.timeout_s, self.headers)
+            if client.is_ready():
+                self.url, self._away_since = url, time.monotonic()
+                self.failovers += 1
+                return client
+            drop_client(url, s.protocol)
+        raise PilotError("the node's pilot does not serve and no other pilot of the session does")
 
     @property
     def raw(self) -> Any:

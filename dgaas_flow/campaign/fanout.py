@@ -136,7 +136,7 @@ class Campaign:
         watch = PilotWatch(session.registry, since=session.started_at)
         try:
             _fan_out(self.todo, self.wf, InferRequest.from_workflow(self.wf), self.results, self.stats,
-                     _Display(bar, timeline, watch), stop or threading.Event(), self.in_flight)
+                     _Display(bar, timeline, session.watch(watch)), stop or threading.Event(), self.in_flight)
             self.complete = True
         finally:
             session.abandon(list(self.in_flight))
@@ -172,7 +172,8 @@ class PilotWatch:
         self._last = time.monotonic()
         endpoints = pilots_since(self.registry, self.since)
         self.ready = sum(1 for e in endpoints if e.serving())
-        self.up = self.ready + sum(1 for e in endpoints if e.state in ("starting", "restarting") and not e.gone())
+        coming_or_going = ("starting", "restarting", "draining")
+        self.up = self.ready + sum(1 for e in endpoints if e.state in coming_or_going and not e.gone())
         return endpoints
 
     def counts(self, now: bool = False) -> tuple[int, int]:

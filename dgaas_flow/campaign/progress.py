@@ -11,6 +11,8 @@ from collections import deque
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+from dgaas_flow.campaign.autoscaler import DECISIONS
+
 LOG_EVERY_S = 5.0
 RATE_WINDOW_S = 5.0
 
@@ -25,6 +27,7 @@ class Progress:
         self._samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
         self._run_items = 0
         self._last_log = 0.0
+        self._decisions = len(DECISIONS)  # the autoscaler's decisions are shown as they come
         self._bar: RichProgress | None = None
         if mode == "bar":
             self._bar = RichProgress(
@@ -57,6 +60,12 @@ class Progress:
 
     def refresh(self, pilots_up: int, pilots_ready: int) -> None:
         self.pilots_up, self.pilots_ready = pilots_up, pilots_ready
+        decisions, self._decisions = DECISIONS.since(self._decisions)
+        for decision in decisions if self.mode != "quiet" else ():
+            if self._bar is not None:
+                self._bar.console.print(decision.line())
+            else:
+                print(decision.line(), file=sys.stderr, flush=True)
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done, rate=self.rate, failed=self.failed,
                              up=pilots_up, ready=pilots_ready)

@@ -11,7 +11,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,19 +68,67 @@ def step_record(name: str, step_wf: Workflow, summary: dict[str, Any]) -> dict[s
         "time_to_first_result_s": summary["time_to_first_result_s"], "latency_ms": summary["latency_ms"],
         "items_per_pilot": {pilot["endpoint"]: pilot["items"] for pilot in summary["pilots"]},
         "restarts": summary["restarts"], "triton": summary["triton"],
+        "queue_ms_per_execution": queue_ms_per_execution(summary["triton"]),
     }
 
 
+def queue_ms_per_execution(triton: list[dict[str, Any]] | None) -> float | None:
+    """The autoscaler's metric over a whole step: Triton's queue time per execution, all its
+    pilots together (queue ms per request x requests / executions)."""
+    queue_ms = executions = 0.0
+    for t in triton or []:
+        if t.get("queue_ms_per_request") is None or not t.get("executions"):
+            continue
+        queue_ms += t["queue_ms_per_request"] * (t.get("requests") or 0)
+        executions += t["executions"]
+    return round(queue_ms / executions, 3) if executions else None
+
+
+BREAK_EVEN_WORKERS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def break_even(steps: list[dict[str, Any]], target_ms: float) -> dict[str, Any]:
+    """From steps of one pilot at growing client workers: the most clients one pilot serves with
+    its queue time per execution at or below target_ms, and the items/s it then gives."""
+    below = [s for s in steps if s["queue_ms_per_execution"] is not None and s["queue_ms_per_execution"] <= target_ms]
+    crossed = next((s for s in steps if (s["queue_ms_per_execution"] or 0.0) > target_ms), None)
+    best = below[-1] if below else None
+    return {
+        "target_ms": target_ms,
+        "clients_per_pilot": best["workers"] if best else None,
+        "items_per_second_per_pilot": best["items_per_second"] if best else None,
+        "crossed_at_clients": crossed["workers"] if crossed else None,
+        "crossed": crossed is not None,
+    }
+
+
+def run_break_even(wf: Workflow, target_ms: float, out: str | Path | None = None, progress: str = "auto",
+                   stop: threading.Event | None = None, items: int = 5000,
+                   workers: tuple[int, ...] = BREAK_EVEN_WORKERS) -> dict[str, Any]:
+    """Ramp client workers against one pilot (one block) until its queue time per execution
+    crosses target_ms; scale.json gets `break_even` (clients per pilot, items/s per pilot), the
+    ratio an autoscaler can plan with."""
+    steps = [ScaleStep(blocks=1, workers_per_node=w, items=items) for w in workers]
+    scale = run_scale_test(wf, out, progress, stop, steps=steps,
+                           until=lambda record: (record["queue_ms_per_execution"] or 0.0) > target_ms)
+    scale["break_even"] = break_even(scale["steps"], target_ms)
+    (wf.out_dir(out) / SCALE).write_text(json.dumps(scale, indent=2) + "\n")
+    return scale
+
+
 def run_scale_test(wf: Workflow, out: str | Path | None = None, progress: str = "auto",
-                   stop: threading.Event | None = None) -> dict[str, Any]:
-    if wf.scale_test is None:
+                   stop: threading.Event | None = None, steps: list[ScaleStep] | None = None,
+                   until: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    """The workflow's scale_test steps (or `steps`), in order; `until(step record)` true ends
+    the ramp after that step."""
+    if steps is None and wf.scale_test is None:
         raise UserError(f"{wf.source}: scale_test: not set; add e.g. `scale_test: {{steps: [{{blocks: 1, "
                         "items: 5000}, {blocks: 2, items: 5000}]}}` to the workflow")
     out_dir = wf.out_dir(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     scale: dict[str, Any] = {"workflow": wf.name, "provider": wf.provider.name, "model": wf.model.name,
                              "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "steps": []}
-    for n, step in enumerate(wf.scale_test.steps, 1):
+    for n, step in enumerate(steps if steps is not None else wf.scale_test.steps, 1):  # type: ignore[union-attr]
         name, step_wf = f"step-{n}", step_workflow(wf, step)
         run_dir = out_dir / name
         summary = _completed(run_dir, step)
@@ -92,6 +140,8 @@ def run_scale_test(wf: Workflow, out: str | Path | None = None, progress: str = 
                                    runs=step_runs(wf, step), total=step.items)
         scale["steps"].append(step_record(name, step_wf, summary))
         (out_dir / SCALE).write_text(json.dumps(scale, indent=2) + "\n")
+        if until is not None and until(scale["steps"][-1]):
+            break
     return scale
 
 
@@ -117,6 +167,11 @@ def format_scale(scale: dict[str, Any]) -> str:
             f"{s['items_per_second']:>10.1f}{_ms(lat['p50']):>9}{_ms(lat['p99']):>9}"
             f"{(f'{sum(batches) / len(batches):.1f}' if batches else '-'):>7}"
         )
+    if scale.get("break_even"):
+        b = scale["break_even"]
+        lines.append(f"  break-even at {b['target_ms']:g} ms queue/execution: {b['clients_per_pilot'] or '-'} clients "
+                     f"per pilot, {b['items_per_second_per_pilot'] or '-'} items/s per pilot"
+                     + ("" if b["crossed"] else " (not crossed: more clients would still fit)"))
     return "\n".join(lines)
 
 

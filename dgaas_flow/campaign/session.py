@@ -7,7 +7,9 @@ without a session opens one of its own."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ from parsl.dataflow.dflow import DataFlowKernel
 from parsl.dataflow.futures import AppFuture
 from parsl.errors import NoDataFlowKernelError
 
+from dgaas_flow.campaign.autoscaler import DECISIONS, Autoscaler
 from dgaas_flow.errors import PilotError, UserError
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
 from dgaas_flow.pilot.settings import PilotConfig, TritonSettings
@@ -36,6 +39,28 @@ ABANDONED_WAIT_S = 300.0  # tasks that cannot end (every block gone) hold the ne
 METRICS_WAIT_S = 5.0  # pilots answer within about REQUEST_IDLE_S (2 s); a shared filesystem may lag
 METRICS_POLL_S = 0.05  # the registry is read this often meanwhile
 READY_POLL_S = 0.2
+
+
+class BlocksCannotStart(PilotError):
+    """The scheduler refused every block submission for the provider's `submit_retry_s`: no pilot
+    can ever start, so the campaign stops, its items not done left for a rerun (which resumes)."""
+
+    exit_code = 4
+
+
+class _CheckedWatch:
+    """A campaign's pilot watch that first asks the session whether its blocks can start at all
+    (see Session.watch)."""
+
+    def __init__(self, watch: Any, session: Session) -> None:
+        self._watch, self._session = watch, session
+
+    def counts(self) -> tuple[int, int]:
+        self._session.check_blocks()
+        return self._watch.counts()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._watch, name)
 
 
 def _named(wf: Workflow) -> str:
@@ -129,6 +154,7 @@ class Session:
         self._apps: dict[Callable[..., Any], Any] = {}  # the user's functions made Parsl apps, once each
         self._silent: set[tuple[str, str | None, str]] = set()  # pilots that did not answer a counter request
         self._abandoned: list[cf.Future] = []  # the tasks an interrupted campaign left running
+        self._autoscaling: threading.Event | None = None  # set to stop the autoscaler's thread
 
     @classmethod
     def for_workflows(cls, workflows: Sequence[Workflow], out: str | Path | None = None) -> Session:
@@ -173,6 +199,10 @@ class Session:
                 registry=self.registry, log_dir=self.dir / "logs",
             ).model_dump_json(indent=2))
         self._dfk = load_parsl(self.provider, self.dir / "parsl", pilot_config, self.task_retries, self.label)
+        if self.provider.autoscale is not None and self.starts_pilots:
+            self._autoscaling = threading.Event()
+            threading.Thread(target=self._autoscale, args=(self._autoscaling,), name="autoscaler",
+                             daemon=True).start()
         logger.info("session open in %s: provider %s, %d block(s) to start", self.dir, self.provider.name,
                     self.provider.init_blocks)
 
@@ -212,6 +242,26 @@ class Session:
                 "run this workflow in a session of its own"
             )
 
+    def executor(self) -> Any:
+        """The session's Parsl executor (a `sites.executor.PilotExecutor`), None when closed."""
+        return self._dfk.executors.get(self.label) if self._dfk is not None else None
+
+    def check_blocks(self) -> None:
+        """Raise BlocksCannotStart once the executor gave up submitting blocks (see
+        `sites.submissions`): the scheduler's own message says why."""
+        submissions = getattr(self.executor(), "submissions", None)
+        if submissions is not None and submissions.gave_up:
+            raise BlocksCannotStart(
+                f"{self._described()}: the blocks of provider {self.provider.name} cannot start: "
+                f"{submissions.gave_up}\nNothing more was sent; rerun the same command to resume once the "
+                "scheduler accepts the jobs (check the profile's partition, account, qos, and `sinfo`/`condor_q`)"
+            )
+
+    def watch(self, watch: Any) -> Any:
+        """A campaign's pilot watch (its `counts()`, called about once a second) that also stops
+        the campaign when the blocks cannot start."""
+        return _CheckedWatch(watch, self)
+
     def wait_ready(self, timeout_s: float | None = None, pilots: int = 1) -> list[Endpoint]:
         """Return the serving pilots once at least `pilots` serve (all their models loaded);
         PilotError when every pilot failed, or after `timeout_s` (None: no limit, as a batch queue
@@ -226,6 +276,7 @@ class Session:
             ready = [e for e in endpoints if e.serving()]
             if len(ready) >= pilots:
                 return ready
+            self.check_blocks()
             if endpoints and all(e.state == "failed" for e in endpoints):
                 raise PilotError(f"every pilot failed ({len(endpoints)}); the last one said:\n{endpoints[-1].error}")
             if deadline is not None and time.monotonic() > deadline:
@@ -294,6 +345,9 @@ class Session:
         # Parsl's cleanup shuts its executors down before its pool of task launches: a session
         # closed while apps are still being submitted (an error in the `with` body) would have a
         # launch write to a closed socket, which aborts the interpreter. Launches stop first.
+        if self._autoscaling is not None:
+            self._autoscaling.set()
+            self._autoscaling = None
         launches = getattr(self._dfk, "_task_launch_pool", None)
         if launches is not None:
             launches.shutdown(wait=True, cancel_futures=True)
@@ -303,6 +357,38 @@ class Session:
             parsl.clear()
             self._dfk, self._abandoned, self._silent = None, [], set()
             self._wait_for_pilots()
+
+    def _autoscale(self, stop: threading.Event) -> None:
+        """The autoscaler's loop: feed it the serving pilots' counters every tick_s and apply its
+        decisions to the executor; each is logged, written to the session's autoscale.jsonl and
+        published (campaign.autoscaler.DECISIONS) for the campaign's timeline and progress."""
+        spec = self.provider.autoscale
+        assert spec is not None
+        ctl = Autoscaler(spec, self.provider.min_blocks if spec.min_blocks is None else spec.min_blocks,
+                         spec.max_blocks or self.provider.max_blocks)
+        slots = self.provider.workers_per_node * self.provider.nodes_per_block
+        while not stop.wait(spec.tick_s):
+            executor = self.executor()
+            if executor is None:
+                return
+            try:
+                blocks = executor.active_blocks()
+                waiting = max(0, executor.outstanding() - blocks * slots)
+                counters = {e.key: e.metrics for e in self._ready()}
+                decision = ctl.observe(time.monotonic(), counters, blocks, waiting)
+                if decision is None:
+                    continue
+                if decision.action == "scale_out":
+                    executor.controller_scale_out(1)
+                else:
+                    executor.scale_in_facade(1, max_idletime=spec.idle_s)
+            except Exception:  # noqa: BLE001 - the autoscaler must never take the session down
+                logger.exception("autoscaler tick failed")
+                continue
+            logger.warning(decision.line())
+            DECISIONS.publish(decision)
+            with open(self.dir / "autoscale.jsonl", "a") as log:
+                log.write(json.dumps(decision.record()) + "\n")
 
     def _wait_for_pilots(self) -> None:
         deadline = time.monotonic() + PILOT_STOP_WAIT_S

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from dgaas_flow.campaign.autoscaler import DECISIONS
+
 TIMELINE_EVERY_S = 1.0
 # 1 µs to 1 h at 3 significant digits: about 200 kB whatever the number of requests.
 _LOWEST_US, _HIGHEST_US, _DIGITS = 1, 3_600_000_000, 3
@@ -146,6 +148,7 @@ class Timeline:
         self.stats = stats
         self._file = open(path, "w")  # noqa: SIM115 - held open for the campaign's lifetime
         self._last = float("-inf")
+        self._decisions = len(DECISIONS)  # the autoscaler's decisions from now on go into the file too
 
     def tick(self, pilots_up: int, pilots_ready: int, force: bool = False) -> None:
         now = time.monotonic()
@@ -154,6 +157,9 @@ class Timeline:
         self._last = now
         record = {"t": round(now - self.stats.started, 3), "items": self.stats.items, "failed": self.stats.failed,
                   "pilots_up": pilots_up, "pilots_ready": pilots_ready}
+        decisions, self._decisions = DECISIONS.since(self._decisions)
+        for decision in decisions:
+            self._file.write(json.dumps({"t": record["t"], "autoscale": decision.record()}) + "\n")
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 

@@ -9,17 +9,27 @@
 5. the gateway: the workflow's `server.gateway`, or DGAAS_GATEWAY_URL (`dgaas-flow gateway start`
    prints it), which reaches pilots anywhere with a token
 An explicit `server.gateway` counts as step 1: the workflow asked for it.
+
+Fail-over (`failover_endpoints`), when a request to the server found this way failed, was retried
+after a backoff, and the node's pilot still does not serve (gone, stopped, failed, or not ready
+again within the backoff; a draining pilot still serves the tasks of its own node): another
+serving pilot of the same registry (the folder of DGAAS_ENDPOINT_FILE) that this host can reach
+(on this host, or listening on a non-loopback address), in random order so that the workers of
+a lost pilot spread out; then the gateway (DGAAS_GATEWAY_URL) if one is set. An explicit
+server.url or server.gateway is never failed over.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from dgaas_flow.errors import PilotError, UserError
-from dgaas_flow.pilot.endpoint import ENV_ENDPOINT_FILE, ENV_GRPC_URL, ENV_URL, Endpoint
+from dgaas_flow.pilot.endpoint import ENV_ENDPOINT_FILE, ENV_GRPC_URL, ENV_URL, Endpoint, read_registry
 
 
 class DiscoveryError(UserError):
@@ -50,8 +60,10 @@ def wait_for_pilot(path: Path, timeout_s: float) -> Endpoint:
                 raise
             time.sleep(WAIT_POLL_S)
             continue
-        if endpoint.state in ("ready", "restarting"):
-            return endpoint
+        if endpoint.state in ("ready", "restarting", "draining") and not endpoint.gone():
+            return endpoint  # a draining pilot still serves the tasks its node holds
+        if endpoint.state in ("ready", "restarting", "draining"):
+            raise PilotError(f"the pilot of this node is gone (its supervisor, pid {endpoint.supervisor_pid}, exited)")
         if endpoint.state != "starting":
             raise PilotError(f"the pilot of this node is {endpoint.state}: {endpoint.error or 'see its log'}")
         if time.monotonic() > deadline:
@@ -105,3 +117,34 @@ def resolve_endpoint(
         + ". Set server.url or server.gateway in the workflow, run inside a dgaas-flow pilot, start one "
         "with `dgaas-flow pilot start` and export DGAAS_ENDPOINT_FILE, or export DGAAS_GATEWAY_URL"
     )
+
+
+LOOPBACK_HOSTS = ("127.", "localhost", "[::1]", "::1")
+
+
+def reachable_from(endpoint: Endpoint, host: str) -> bool:
+    """Whether a process on `host` can reach the endpoint: its server is on that host, or it
+    listens on an address other than the loopback."""
+    if endpoint.host == host:
+        return True
+    address = (endpoint.http_url or endpoint.grpc_url or "").split("://", 1)[-1]
+    return not address.startswith(LOOPBACK_HOSTS)
+
+
+def failover_endpoints(environ: Mapping[str, str] = os.environ, exclude: set[str] | frozenset[str] = frozenset(),
+                       rng: random.Random | None = None) -> list[Endpoint]:
+    """Where a request goes when the node's pilot no longer serves (see the module's docstring):
+    the other serving pilots of its registry this host reaches, shuffled, then the gateway.
+    `exclude`: URLs already tried."""
+    found: list[Endpoint] = []
+    own = environ.get(ENV_ENDPOINT_FILE)
+    if own:
+        here = socket.gethostname()
+        own_name = Path(own).stem
+        found = [e for e in read_registry(Path(own).parent)
+                 if e.name != own_name and e.serving() and reachable_from(e, here)
+                 and not {e.http_url, e.grpc_url} & set(exclude)]
+        (rng or random).shuffle(found)
+    if environ.get("DGAAS_GATEWAY_URL"):
+        found.append(_gateway(environ["DGAAS_GATEWAY_URL"]))
+    return found

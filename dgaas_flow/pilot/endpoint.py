@@ -53,7 +53,9 @@ class Endpoint(BaseModel):
     block: str | None = Field(None, description="the Parsl block whose node runs this pilot")
     batch_job: str | None = Field(default_factory=lambda: batch_job_id(), description="the batch system's job id")
     launch: str = "binary"
-    state: Literal["starting", "ready", "restarting", "stopped", "failed"] = "starting"
+    state: Literal["starting", "ready", "restarting", "draining", "stopped", "failed"] = Field(
+        "starting", description="draining: its block ends soon; it finishes what it holds and takes no new work"
+    )
     restarts: int = 0
     started_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     log: str | None = None
@@ -63,6 +65,8 @@ class Endpoint(BaseModel):
     )
     metrics_answered: str | None = Field(None, description="the last counter request these counters answer")
     heartbeat_at: float | None = Field(None, description="when the pilot last wrote this file (Unix time, its clock)")
+    ends_at: float | None = Field(None, description="when its block ends (Unix time), if known")
+    draining_since: float | None = Field(None, description="when it began draining (Unix time)")
     heartbeat_every_s: float | None = Field(None, description="how often it writes it, at least, while ready")
 
     @property

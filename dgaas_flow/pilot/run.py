@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -16,10 +17,16 @@ import psutil
 
 from dgaas_flow.errors import PilotError
 from dgaas_flow.lifetime import adopt_orphans
+from dgaas_flow.pilot.deadline import with_drain_period
 from dgaas_flow.pilot.endpoint import ENV_ENDPOINT_FILE, Endpoint, read_registry
+from dgaas_flow.pilot.lifeline import InterchangeWatch, interchange_addresses
 from dgaas_flow.pilot.settings import PilotConfig
 from dgaas_flow.pilot.supervisor import Pilot
 from dgaas_flow.processes import Terminated, alive, log_tail, stop_on_signals, terminate_pid
+
+logger = logging.getLogger(__name__)
+POOL_POLL_S = 0.5
+POOL_DRAIN_LAG_S = 2.0  # the pool drains after its pilot says `draining`, never before
 
 DEFAULT_PILOT_DIR = Path(os.environ.get("DGAAS_PILOT_DIR", Path.home() / ".dgaas-flow" / "pilot"))
 
@@ -37,9 +44,11 @@ def wrap(config: PilotConfig, cmd: list[str], block: str | None = None, wait_rea
             endpoint = pilot.launch()
             if wait_ready or pilot.endpoint_file is None:  # without the file, tasks could not wait
                 pilot.wait_ready()
+            if pilot.drain_at is not None:  # the pool drains with its pilot: no task is cut by the block's end
+                cmd = with_drain_period(cmd, pilot.drain_at - time.time() + POOL_DRAIN_LAG_S)
             child = subprocess.Popen(cmd, env={**os.environ, **endpoint.worker_env(pilot.endpoint_file)})
             pilot.wait_ready()
-            return child.wait()
+            return _wait_child(child, InterchangeWatch(interchange_addresses(cmd)))
         except (Terminated, PilotError) as exc:
             if child is not None and child.poll() is None:
                 child.terminate()
@@ -54,6 +63,26 @@ def wrap(config: PilotConfig, cmd: list[str], block: str | None = None, wait_rea
             if pilot.endpoint_file is not None:
                 _stop_orphans(ENV_ENDPOINT_FILE, str(pilot.endpoint_file))
     raise AssertionError("unreachable")
+
+
+def _wait_child(child: subprocess.Popen, interchange: InterchangeWatch) -> int:
+    """The command's exit status; a worker pool whose interchange has exited (its driver was
+    killed) is stopped within seconds instead of after Parsl's heartbeat threshold."""
+    while True:
+        try:
+            return child.wait(timeout=POOL_POLL_S)
+        except subprocess.TimeoutExpired:
+            pass
+        if interchange.gone():
+            logger.warning("the interchange at %s is gone (its driver exited): stopping the worker pool",
+                           ", ".join(f"{h}:{p}" for h, p in interchange.addresses))
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            child.wait()
+            return 143
 
 
 def _stop_orphans(key: str, value: str) -> None:

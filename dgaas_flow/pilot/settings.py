@@ -39,6 +39,16 @@ class TritonSettings(BaseModel):
         1, ge=0, description="how long a stopping server lets requests in flight finish (a stopped block's "
         "unfinished chunks are retried elsewhere anyway); each second here is a second longer at every block's end"
     )
+    drain_s: float = Field(
+        120.0, ge=0, description="how long before its block ends a pilot drains: it is `draining` (no new work "
+        "comes to it; the gateway drops it), its node's worker pool takes no new task and finishes those it holds, "
+        "then the server stops; the block's end comes from SLURM, a glidein's GLIDEIN_ToDie, DGAAS_BLOCK_END or "
+        "block_lifetime_s"
+    )
+    block_lifetime_s: float | None = Field(
+        None, gt=0, description="how long a block lives after its pilot starts, for sites whose scheduler says "
+        "no end time (None: ask the scheduler; no draining if it cannot say)"
+    )
     health_failures: int = Field(3, ge=1, description="failed probes in a row that mean the server hung")
     auto_complete_config: bool = Field(
         False, description="let Triton complete model configs (slower start; needed for bare ONNX)"

@@ -28,6 +28,7 @@ from collections import deque
 
 from dgaas_flow.errors import PilotError
 from dgaas_flow.pilot import metrics
+from dgaas_flow.pilot.deadline import block_end
 from dgaas_flow.pilot.endpoint import Endpoint, key_file, metrics_request
 from dgaas_flow.pilot.launch import SECRET_HEADER, LaunchPlan, Ports, plan_launch, require_tool
 from dgaas_flow.pilot.ports import free_ports
@@ -54,6 +55,12 @@ POLL_S = 0.2
 # thousand pilots cost the filesystem 500 opens a second, not 5,000.
 REQUEST_FAST_S = 30.0
 REQUEST_IDLE_S = 2.0
+
+
+class ServerKilled(PilotError):
+    """The server was killed by a signal (the OOM killer, an operator, a fault) while it started:
+    nothing says the next start would fail too, so it is restarted like a server that died later.
+    A server that exits with a status of its own (a broken model) still fails at once."""
 
 
 def detect_gpus(environ: os._Environ | dict[str, str] = os.environ) -> list[str]:
@@ -98,6 +105,10 @@ class Pilot:
             log=str(self.log_file),
             heartbeat_every_s=settings.health_interval_s,
         )
+        self._started = time.time()
+        self.ends_at, ends_from = block_end(lifetime_s=settings.block_lifetime_s, started=self._started)
+        self.endpoint.ends_at = self.ends_at
+        self._ends_from = ends_from
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -110,6 +121,7 @@ class Pilot:
         self._metrics_request: str | None = None  # the last counter request read
         self._request_fast_until = self._next_request_check = 0.0  # monotonic times (see REQUEST_FAST_S)
         self._regions: set[str] = set()  # the Python backend's shared memory of the server now running
+        self._recent_restarts: deque[float] = deque()  # monotonic times of restarts within restart_window_s
         self._thread = threading.Thread(target=self._own_server, name="pilot", daemon=True)
         self._use_ports(Ports(*free_ports(3, listen)))
 
@@ -167,6 +179,16 @@ class Pilot:
         self.stop()
 
     @property
+    def drain_at(self) -> float | None:
+        """When the pilot begins draining (Unix time), if its block's end is known: drain_s before
+        it, or halfway through a block shorter than drain_s (it would otherwise never serve)."""
+        if self.ends_at is None:
+            return None
+        drain_s = self.config.triton.drain_s
+        lifetime = self.ends_at - self._started
+        return self.ends_at - drain_s if drain_s < lifetime else self._started + lifetime / 2
+
+    @property
     def server_pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
@@ -175,16 +197,44 @@ class Pilot:
     def _first_start(self) -> None:
         """Free ports are chosen before the server binds them; another process may take one
         meanwhile (glideins share nodes): then choose again. Restarts keep their ports."""
-        for attempt in range(PORT_ATTEMPTS):
+        attempt = 0
+        while True:
             self.plan = self._make_plan()
             try:
                 self._spawn_until_ready()
                 return
+            except ServerKilled as exc:
+                if self._stop.is_set():
+                    raise
+                if not self._may_restart(str(exc)):
+                    raise PilotError(self.endpoint.error or str(exc)) from None
+                self._log(f"{str(exc).split('; log ')[0]}; restarting")
+                self.endpoint.restarts += 1
+                self._publish()
             except PilotError as exc:
-                if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                attempt += 1
+                if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
                     raise
                 self._log(f"a port was taken before the server bound it; new ports ({exc})")
                 self._use_ports(Ports(*free_ports(3, self.config.triton.listen)))
+
+    def _may_restart(self, reason: str) -> bool:
+        """Whether one more restart fits in max_restarts within restart_window_s (it is counted);
+        when it does not, the pilot says why (endpoint.error) and gives up."""
+        settings = self.config.triton
+        now = time.monotonic()
+        recent = self._recent_restarts
+        while recent and now - recent[0] > settings.restart_window_s:
+            recent.popleft()
+        if len(recent) >= settings.max_restarts:
+            self._log(f"{reason.splitlines()[0]}; restart limit reached")
+            self.endpoint.error = (
+                f"tritonserver needed {len(recent) + 1} restarts within {settings.restart_window_s:.0f} s "
+                f"(triton.max_restarts {settings.max_restarts}); log {self.log_file}:\n{log_tail(self.log_file)}"
+            )
+            return False
+        recent.append(now)
+        return True
 
     def _own_server(self) -> None:
         try:
@@ -239,7 +289,7 @@ class Pilot:
             self._reload(missing)
         elif missing == [] and self.endpoint.state == "restarting":
             self._log("every model is ready again")
-            self.endpoint.state = "ready"
+            self.endpoint.state = "draining" if self.endpoint.draining_since else "ready"
         if self._misses or not self._read_metrics():
             self._publish()  # the heartbeat, at every probe: readers elsewhere tell a live pilot from a dead node by it
         if self._misses < settings.health_failures:
@@ -264,27 +314,24 @@ class Pilot:
         """Restart a server that died or hung; more than max_restarts restarts within
         restart_window_s means something is wrong that a restart will not fix: give up, say why."""
         settings = self.config.triton
-        recent: deque[float] = deque()
         self._next_probe = time.monotonic() + settings.health_interval_s
+        if self.ends_at is not None:
+            self._log(f"the block ends at {time.strftime('%H:%M:%S', time.localtime(self.ends_at))} "
+                      f"({self._ends_from}); draining {settings.drain_s:.0f} s before")
         while not self._stop.wait(POLL_S):
             self._answer_metrics_request()
+            if self.drain_at is not None and self.endpoint.state == "ready" and time.time() >= self.drain_at:
+                self._log("the block ends soon: draining (no new work; what is held finishes)")
+                self.endpoint.draining_since = time.time()
+                self._set_state("draining")
             reason = self._problem()
             if reason is None:
                 continue
             self._misses = 0
-            now = time.monotonic()
-            while recent and now - recent[0] > settings.restart_window_s:
-                recent.popleft()
-            if len(recent) >= settings.max_restarts:
-                self._log(f"{reason}; restart limit reached")
-                self.endpoint.error = (
-                    f"tritonserver needed {len(recent) + 1} restarts within {settings.restart_window_s:.0f} s "
-                    f"(triton.max_restarts {settings.max_restarts}); log {self.log_file}:\n{log_tail(self.log_file)}"
-                )
+            if not self._may_restart(reason):
                 self._set_state("failed")
                 self._stop.wait()
                 return
-            recent.append(now)
             self._log(f"{reason}; restarting")
             self.endpoint.restarts += 1
             self._set_state("restarting")
@@ -295,7 +342,7 @@ class Pilot:
                 self._terminate(kill=True)
                 continue
             self._next_probe = time.monotonic() + settings.health_interval_s
-            self._set_state("ready")
+            self._set_state("draining" if self.endpoint.draining_since else "ready")
 
     def _spawn_until_ready(self) -> None:
         plan = self.plan
@@ -316,8 +363,12 @@ class Pilot:
         deadline = time.monotonic() + self.config.triton.ready_timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
             if self._proc.poll() is not None:
+                status = self._proc.returncode
+                if status < 0 and not self._stop.is_set():
+                    raise ServerKilled(f"tritonserver was killed by signal {-status} before it was ready; "
+                                       f"log {self.log_file}:\n{log_tail(self.log_file)}")
                 raise PilotError(
-                    f"tritonserver exited with status {self._proc.returncode} before it was ready; "
+                    f"tritonserver exited with status {status} before it was ready; "
                     f"log {self.log_file}:\n{log_tail(self.log_file)}"
                 )
             if self.is_ready(timeout=2):
@@ -338,7 +389,8 @@ class Pilot:
         once; the endpoint names the request only if the reading succeeded (a failed one is not
         tried again: the campaign marks these figures stale, and a log line per poll would not help)."""
         now = time.monotonic()
-        if self.endpoint_file is None or self.endpoint.state != "ready" or now < self._next_request_check:
+        if self.endpoint_file is None or self.endpoint.state not in ("ready", "draining") \
+                or now < self._next_request_check:
             return
         request = metrics_request(self.endpoint_file.parent)
         if request is not None and request != self._metrics_request:

@@ -253,8 +253,16 @@ def _throughput(c: Campaign, figs: Figures) -> str:
     last = c.timeline[-1]
     detail = (f"items per second in each interval and cumulative items finished, {fmt(last.items)} items "
               f"in {fmt(last.t, 1)} s")
-    return figs.html("throughput", CAMPAIGN_FIGURES["throughput"], detail,
-                     lambda: figures.throughput(c.timeline or [], c.time_to_first_result_s), NOT_RECORDED)
+    html = figs.html("throughput", CAMPAIGN_FIGURES["throughput"], detail,
+                     lambda: figures.throughput(c.timeline or [], c.time_to_first_result_s, c.decisions),
+                     NOT_RECORDED)
+    if c.decisions:
+        rows = "".join(f"<tr><td>{fmt(d.get('t'), 1)}</td><td>{escape(str(d.get('action')))}</td>"
+                       f"<td>{fmt(d.get('metric'), 1)}</td><td>{d.get('blocks_before')} &rarr; "
+                       f"{d.get('blocks_after')}</td><td>{escape(str(d.get('why')))}</td></tr>" for d in c.decisions)
+        html += ("<h3>Autoscaler decisions</h3><table><tr><th>s</th><th>action</th><th>queue ms/execution</th>"
+                 f"<th>blocks</th><th>why</th></tr>{rows}</table>")
+    return html
 
 
 def _latency(c: Campaign, figs: Figures) -> str:
@@ -351,6 +359,12 @@ def _write_scale_report(run_dir: Path, page: Path) -> Path:
         body.append("<p>No step was recorded.</p>")
         return _finish(page, figs, _page(title, "\n".join(body)))
     body.append(_steps_table(s.steps, links))
+    if s.break_even:
+        b = s.break_even
+        body.append(f"<p><b>Break-even</b> at {fmt(b.get('target_ms'))} ms queue time per execution: "
+                    f"{fmt(b.get('clients_per_pilot'))} client workers per pilot, "
+                    f"{fmt(b.get('items_per_second_per_pilot'))} items/s per pilot"
+                    + ("" if b.get("crossed") else " (the target was not crossed: more clients would fit)") + ".</p>")
     body.append('<p class="meta">Items/s: from each step\'s first result to its last (steady state). Avg batch '
                 "and queue ms: Triton's counters over all the step's pilots.</p>")
     summary = "; ".join(f"{st.name} {fmt(st.items_per_second)} items/s" for st in s.steps)

@@ -216,6 +216,8 @@ def read_timeline(path: Path) -> list[TimelinePoint] | None:
             if torn:
                 break
             raise UserError(f"{path}: line {number} is not a timeline record ({exc}); {remedy}") from None
+        if "autoscale" in data:  # an autoscaler decision (read_decisions)
+            continue
         f = Fields(data, path, remedy, f"line {number}: ")
         point = TimelinePoint(f.number("t", required=True), f.integer("items", required=True), f.integer("failed"),
                               f.integer("pilots_up"), f.integer("pilots_ready"))
@@ -260,6 +262,7 @@ class Campaign:
     triton: list[TritonStats] | None = None
     timeline: list[TimelinePoint] | None = None
     configuration: str | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_campaign(run_dir: Path) -> Campaign:
@@ -283,7 +286,27 @@ def read_campaign(run_dir: Path) -> Campaign:
         triton=None if triton is None else [TritonStats.read(t) for t in triton],
         timeline=read_timeline(run_dir / TIMELINE),
         configuration=read_workflow_json(run_dir / WORKFLOW_JSON),
+        decisions=read_decisions(run_dir / TIMELINE),
     )
+
+
+def read_decisions(path: Path) -> list[dict[str, Any]]:
+    """The autoscaler's decisions recorded in a timeline ({"t": s since the start, "autoscale":
+    {action, metric, blocks_before, blocks_after, why}}); torn or malformed lines are skipped
+    (read_timeline reports them)."""
+    decisions = []
+    try:
+        lines = path.read_text().splitlines() if path.exists() else []
+    except (OSError, UnicodeDecodeError):
+        return []
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("autoscale"), dict) and "t" in data:
+            decisions.append({"t": data["t"], **data["autoscale"]})
+    return decisions
 
 
 @dataclass
@@ -310,6 +333,7 @@ class ScaleTest:
     provider: str | None
     started_at: str | None
     steps: list[Step]
+    break_even: dict[str, Any] | None = None  # see campaign.scale.break_even
 
 
 def read_scale(run_dir: Path) -> ScaleTest:
@@ -329,4 +353,6 @@ def read_scale(run_dir: Path) -> ScaleTest:
             latency=Latency.read(s.obj("latency_ms")), items_per_pilot=s.counts("items_per_pilot"),
             pilots=s.integer("pilots"), triton=None if triton is None else [TritonStats.read(t) for t in triton],
         ))
-    return ScaleTest(run_dir, f.string("workflow") or "?", f.string("provider"), f.string("started_at"), read)
+    be = f.data.get("break_even")
+    return ScaleTest(run_dir, f.string("workflow") or "?", f.string("provider"), f.string("started_at"), read,
+                     be if isinstance(be, dict) else None)

@@ -29,9 +29,11 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def throughput(points: Sequence[TimelinePoint], first_result_s: float | None) -> bytes | None:
+def throughput(points: Sequence[TimelinePoint], first_result_s: float | None,
+               decisions: Sequence[dict] = ()) -> bytes | None:
     """Items/s in each interval between timeline lines, cumulative items (and failures), and the
-    pilots up and ready, against seconds since the campaign started."""
+    pilots up and ready, against seconds since the campaign started; the autoscaler's decisions
+    (if any) as vertical lines on the pilots' axis, with the queue time per execution they saw."""
     if not points:
         return None
     pts = list(points)
@@ -78,6 +80,17 @@ def throughput(points: Sequence[TimelinePoint], first_result_s: float | None) ->
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.legend(loc="lower right", fontsize="small")
         ax.grid(alpha=0.3)
+        if decisions:
+            for d in decisions:
+                ax.axvline(d["t"], color="tab:purple" if d.get("action") == "scale_out" else "tab:orange",
+                           linestyle="--", linewidth=1)
+            queue = ax.twinx()
+            shown = [d for d in decisions if d.get("metric") is not None]
+            queue.plot([d["t"] for d in shown], [d["metric"] for d in shown], "o", color="tab:purple",
+                       label="queue ms/execution at a decision (dashed: scale out purple, in orange)")
+            queue.set_ylabel("queue ms / execution")
+            queue.set_ylim(bottom=0)
+            queue.legend(loc="upper left", fontsize="small")
     axes[-1].set_xlabel("seconds since the campaign started")
     axes[0].set_title("Throughput over time")
     return _png(fig)

@@ -12,6 +12,26 @@ if TYPE_CHECKING:  # Parsl is imported by the translation alone: `dgaas-flow val
     from parsl.providers.base import ExecutionProvider
 
 
+class AutoscaleSpec(BaseModel):
+    """Blocks follow Triton's own pressure instead of Parsl's task backlog (see
+    `dgaas_flow.campaign.autoscaler`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Literal["queue_ms_per_execution"] = Field(
+        "queue_ms_per_execution", description="the servers' queue time per execution over the window (SuperSONIC's)"
+    )
+    target: float = Field(
+        20.0, gt=0, description="ms: above it for a whole window, with tasks waiting, a block is added"
+    )
+    window_s: float = Field(30.0, gt=0, description="how long the metric must stay above target")
+    cooldown_s: float = Field(60.0, ge=0, description="no decision this soon after the previous one")
+    idle_s: float = Field(120.0, gt=0, description="a pilot that served nothing this long lets a block go")
+    min_blocks: int | None = Field(None, ge=0, description="blocks kept at least; default: the profile's min_blocks")
+    max_blocks: int | None = Field(None, ge=1, description="blocks at most; default: the profile's max_blocks")
+    tick_s: float = Field(2.0, gt=0, description="how often the pilots' counters are read")
+
+
 class ProviderBase(BaseModel):
     """The fields common to every kind of provider profile."""
 
@@ -38,6 +58,14 @@ class ProviderBase(BaseModel):
     strategy_period_s: float = Field(1.0, gt=0, description="how often Parsl rescales blocks")
     heartbeat_threshold_s: int = Field(
         30, ge=2, description="a block silent this long is lost and its tasks are retried elsewhere"
+    )
+    submit_retry_s: float = Field(
+        300.0, ge=0, description="how long block submissions the scheduler refuses (unreachable, job rejected, "
+        "bad account or partition) are retried, with backoff, before the campaign stops with exit status 4, "
+        "its items left undone for a rerun"
+    )
+    autoscale: AutoscaleSpec | None = Field(
+        None, description="scale pilot blocks on Triton's queue time per execution (None: Parsl's backlog rule)"
     )
     parsl_log: Literal["debug", "info", "warning"] = Field(
         "warning", description="level of Parsl's own log (the session's parsl/NNN/parsl.log and the "

@@ -8,6 +8,7 @@ import logging
 import shlex
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import parsl
@@ -16,10 +17,12 @@ from parsl.dataflow.dflow import DataFlowKernel
 from parsl.executors import HighThroughputExecutor
 from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 from parsl.jobs.error_handlers import windowed_error_handler
+from parsl.jobs.states import JobState
 from parsl.logconfigs.file import FileLogging
 
 from dgaas_flow.errors import UserError
 from dgaas_flow.sites.base import ProviderBase
+from dgaas_flow.sites.submissions import Submissions, scheduler_message
 
 EXECUTOR_LABEL = "dgaas"
 FIRST_POLL_S = 0.02  # Parsl's strategy period until the executor is up (see load)
@@ -81,12 +84,65 @@ def worker_init(spec: ProviderBase, environment: dict[str, str] | None = None) -
     return "\n".join(filter(None, lines))
 
 
+class PilotExecutor(HighThroughputExecutor):
+    """Parsl's HighThroughputExecutor whose failed block submissions are said, retried with backoff
+    and given up on after the profile's `submit_retry_s` (see `sites.submissions`), instead of
+    counting as failed blocks that end in every task failing. Blocks that did start and failed
+    still go to Parsl's windowed error handler (three failed blocks in a row end the executor)."""
+
+    def __init__(self, *args: object, submit_retry_s: float = 300.0, controlled: bool = False,
+                 **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.submissions = Submissions(submit_retry_s)
+        # with an autoscaler, Parsl's strategy keeps only init_blocks (and replaces lost ones);
+        # more come from the controller (`controller_scale_out`)
+        self.controlled = controlled
+        self._by_controller = threading.local()
+
+    def active_blocks(self) -> int:
+        return sum(1 for s in self.status_facade.values() if s.state in (JobState.RUNNING, JobState.PENDING))
+
+    def controller_scale_out(self, n: int) -> list[str]:
+        self._by_controller.on = True
+        try:
+            return self.scale_out_facade(n)
+        finally:
+            self._by_controller.on = False
+
+    def scale_out_facade(self, n: int) -> list[str]:
+        """Submit up to n blocks one at a time, stopping at the first the scheduler refuses."""
+        if self.controlled and not getattr(self._by_controller, "on", False):
+            n = min(n, max(0, self.provider.init_blocks - self.active_blocks()))
+        started: list[str] = []
+        for _ in range(n):
+            if not self.submissions.may_submit():
+                break
+            block = super().scale_out_facade(1)
+            if not block:
+                break
+            started += block
+        return started
+
+    def _launch_block(self, block_id: str) -> object:
+        try:
+            job_id = super()._launch_block(block_id)
+        except Exception as exc:
+            message = scheduler_message(exc)
+            self.submissions.failed(block_id, message)
+            raise RuntimeError(message) from None  # Parsl records it as the block's status message
+        self.submissions.succeeded(block_id)
+        return job_id
+
+    def handle_errors(self, status: dict) -> None:
+        super().handle_errors({b: s for b, s in status.items() if b not in self.submissions.failed_blocks})
+
+
 def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EXECUTOR_LABEL,
                   environment: dict[str, str] | None = None) -> HighThroughputExecutor:
     """The executor whose every block (node) starts one pilot with `pilot_config` before its
     workers, or none (None: the tasks find a server elsewhere); `environment` is exported to
     the workers."""
-    return HighThroughputExecutor(
+    return PilotExecutor(
         label=label,
         address=spec.address or spec.default_address,
         provider=spec.parsl_provider(worker_init(spec, environment)),
@@ -103,6 +159,8 @@ def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EX
         block_error_handler=windowed_error_handler,
         heartbeat_period=max(1, spec.heartbeat_threshold_s // 5),
         heartbeat_threshold=spec.heartbeat_threshold_s,
+        submit_retry_s=spec.submit_retry_s,
+        controlled=spec.autoscale is not None,
     )
 
 

@@ -225,3 +225,93 @@ def test_a_live_pilot_keeps_its_endpoint_file_fresh(pilot_config):
                  what="a heartbeat without metrics")
         now = Endpoint.read(pilot.endpoint_file)
         assert (now.state, now.restarts) == ("ready", 0) and now.serving()  # not a restart's writes
+
+
+def killed_while_starting(pilot: Pilot, times: int, marks: Path) -> None:
+    """The pilot's first `times` servers are SIGKILLed before they are ready (as the OOM killer or
+    an operator might): each start runs through a shell that kills itself until enough marks exist."""
+    make_plan = pilot._make_plan
+    marks.mkdir()
+
+    def plan():
+        launch = make_plan()
+        script = (f'n=$(ls {marks} | wc -l); if [ "$n" -lt {times} ]; then touch {marks}/$n; kill -KILL $$; fi; '
+                  'exec "$@"')
+        launch.run = ["sh", "-c", script, "sh", *launch.run]
+        return launch
+
+    pilot._make_plan = plan
+
+
+def test_a_server_killed_while_starting_is_restarted(pilot_config, tmp_path):
+    pilot = Pilot(pilot_config)
+    killed_while_starting(pilot, 2, tmp_path / "marks")
+    try:
+        endpoint = pilot.start()
+        assert endpoint.state == "ready" and endpoint.restarts == 2
+        assert "killed by signal 9 before it was ready; restarting" in Path(endpoint.log).read_text()
+        out = infer_items(some_items(3), InferRequest(model="digits", server_url=endpoint.http_url))
+        assert all(r["ok"] for r in out["results"])
+    finally:
+        pilot.stop()
+
+
+def test_a_server_killed_while_starting_counts_against_max_restarts(pilot_config, tmp_path):
+    pilot_config.triton = TritonSettings(max_restarts=1)
+    pilot = Pilot(pilot_config)
+    killed_while_starting(pilot, 5, tmp_path / "marks")
+    with pytest.raises(PilotError) as err:
+        pilot.start()
+    pilot.stop()
+    assert "triton.max_restarts 1" in str(err.value)
+    assert Endpoint.read(pilot.endpoint_file).state == "failed"
+
+
+def test_wrap_stops_its_pool_and_server_soon_after_the_interchange_is_gone(tmp_path, digits_data):
+    """A killed driver takes its interchange along; the pilot sees its port refuse connections and
+    stops the worker pool and the server, without waiting for Parsl's heartbeat threshold."""
+    import socket
+
+    interchange = socket.socket()
+    interchange.bind(("127.0.0.1", 0))
+    interchange.listen()
+    port = interchange.getsockname()[1]
+    pool = [sys.executable, "-c", "import time; time.sleep(600)", "-a", "127.0.0.1", f"--port={port}"]
+    proc = subprocess.Popen([sys.executable, "-m", "dgaas_flow", "pilot", "wrap", "--model-repository", REPO,
+                             "--dir", tmp_path, "--", *pool], start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        endpoint = wait_for(lambda: next((e for p in tmp_path.glob("*.json")
+                                          if (e := Endpoint.read(p)).state == "ready"), None), what="ready")
+        interchange.settimeout(60)
+        interchange.accept()[0].close()  # the pilot's first probe: it knows the interchange was there
+        interchange.close()
+        _, err = proc.communicate(timeout=120)  # the pool itself would sleep for 10 minutes
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert f"the interchange at 127.0.0.1:{port} is gone" in err
+    assert gone(endpoint.pid) and Endpoint.read(next(tmp_path.glob("*.json"))).state == "stopped"
+
+
+def test_requests_fail_over_to_another_serving_pilot_of_the_registry(pilot_config, monkeypatch):
+    """The node's pilot stops (its block ended, it failed): the client's next request goes to
+    another serving pilot of the same registry instead of failing its retries against the first."""
+    from dgaas_flow.apps.client import PilotClient
+
+    with Pilot(pilot_config) as other:
+        home = Pilot(pilot_config)
+        home.start()
+        try:
+            monkeypatch.setenv("DGAAS_ENDPOINT_FILE", str(home.endpoint_file))
+            monkeypatch.setenv("DGAAS_TRITON_URL", home.endpoint.http_url)
+            client = PilotClient(retries=3, backoff_s=0.1)
+            batch = {"IMAGE": np.zeros((2, 8, 8), dtype=np.uint8)}
+            client.infer("digits", batch)
+            assert client.url == home.endpoint.http_url
+        finally:
+            home.stop()
+        assert Endpoint.read(home.endpoint_file).state == "stopped"
+        out = client.infer("digits", batch)
+        assert client.url == other.endpoint.http_url and client.failovers == 1
+        assert next(iter(out.values())).shape[0] == 2

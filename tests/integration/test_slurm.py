@@ -111,3 +111,21 @@ def test_render_shows_the_script_for_the_test_cluster_without_submitting(slurm_c
     assert result.returncode == 0, result.stderr
     assert "#SBATCH --partition=gpu" in result.stdout and "#SBATCH --gres=gpu:1" in result.stdout
     assert {line.split()[0] for line in queue()} <= before  # nothing was submitted
+
+
+def test_blocks_the_scheduler_refuses_are_said_and_stop_the_campaign_with_items_undone(slurm_cluster, tmp_path,
+                                                                                       digits_data):
+    profile = tmp_path / "refused.yaml"
+    profile.write_text(PROFILE.read_text().replace("partition: gpu", "partition: nosuch")
+                       + "  submit_retry_s: 5\n")
+    text = WORKFLOW.read_text().replace("provider: local", f"provider: {profile}")
+    path = copy_workflow(tmp_path / "wf", text, digits_data / "images")
+    out = tmp_path / "run"
+    result = run_cli("run", path, "--out", out, "--progress", "log")
+    assert result.returncode == 4, result.stderr
+    assert "Invalid partition name specified" in result.stderr  # the scheduler's own words, on screen
+    assert "could not be submitted (attempt 1" in result.stderr and "cannot start" in result.stderr
+    results = out / "results.jsonl"
+    assert not results.exists() or results.read_text() == ""  # nothing recorded as failed: all left to resume
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["items_failed"] == 0
