@@ -55,9 +55,9 @@ class _CheckedWatch:
     def __init__(self, watch: Any, session: Session) -> None:
         self._watch, self._session = watch, session
 
-    def counts(self) -> tuple[int, int]:
+    def counts(self, now: bool = False) -> tuple[int, int]:
         self._session.check_blocks()
-        return self._watch.counts()
+        return self._watch.counts(now)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._watch, name)
