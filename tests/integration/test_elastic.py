@@ -1,6 +1,10 @@
 """Elastic pilots on the real single-node SLURM cluster (two fake GPUs, profile slurm-local):
 fail-over between pilots, draining before a block's end, autoscaling on Triton's queue time.
-Each campaign ends with an exact check of results.jsonl: every item once, none failed."""
+Each campaign ends with an exact check of results.jsonl: every item once, none failed.
+
+The digits model answers thousands of items a second here, faster than a block starts or ends; a
+preprocess hook (`pace.py`, the kind of per-batch work a user's own preprocessing does) makes each
+campaign last long enough for blocks to come, fail and go while it runs, on any machine."""
 
 from __future__ import annotations
 
@@ -9,28 +13,40 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from dgaas_flow.pilot.endpoint import read_registry
-from tests.conftest import WORKFLOW, copy_workflow
+from tests.conftest import WORKFLOW, copy_workflow, wait_for
+from tests.integration.test_faults import many_images
 from tests.integration.test_slurm import PROFILE, slurm_cluster  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.elastic, pytest.mark.usefixtures("slurm_cluster")]
 
 
-def elastic_workflow(tmp_path: Path, digits_data: Path, profile: str = "", workflow: str = "",
-                     chunk_size: int = 8, images: Path | None = None) -> Path:
-    """The digits workflow on slurm-local, its profile changed by `profile` (YAML lines appended
-    under provider:), the workflow by `workflow` (top-level YAML lines)."""
+PACE = """import time
+
+
+def slow(batch):
+    time.sleep({seconds})
+    return batch
+"""
+
+
+def elastic_workflow(tmp_path: Path, images: Path, profile: str = "", workflow: str = "",
+                     chunk_size: int = 2, pace_s: float = 0.01) -> Path:
+    """The digits workflow on slurm-local over `images`, its profile changed by `profile` (YAML
+    lines appended under provider:), the workflow by `workflow` (top-level YAML lines); each
+    batch's preprocessing takes `pace_s`."""
     provider = tmp_path / "provider.yaml"
     provider.write_text(PROFILE.read_text() + profile)
     text = WORKFLOW.read_text().replace("provider: local", f"provider: {provider}")
-    text = text.replace("chunk_size: 128", f"chunk_size: {chunk_size}") + workflow
-    return copy_workflow(tmp_path / "wf", text, images or digits_data / "images")
+    text = text.replace("chunk_size: auto", f"chunk_size: {chunk_size}")
+    path = copy_workflow(tmp_path / "wf", text + f"preprocess: pace:slow\n{workflow}", images)
+    (path.parent / "pace.py").write_text(PACE.format(seconds=pace_s))
+    return path
 
 
 def start_run(path: Path, out: Path) -> subprocess.Popen:
@@ -38,22 +54,12 @@ def start_run(path: Path, out: Path) -> subprocess.Popen:
                              "--progress", "log"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_until(predicate, timeout: float = 180, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def results(out: Path) -> list[dict]:
     path = out / "results.jsonl"
     return [json.loads(line) for line in path.open()] if path.exists() else []
 
 
-def exactly_once(out: Path, expected: int = 1797) -> dict:
+def exactly_once(out: Path, expected: int) -> dict:
     ids = Counter(r["id"] for r in results(out))
     assert len(ids) == expected and set(ids.values()) == {1}, "items lost or duplicated"
     summary = json.loads((out / "summary.json").read_text())
@@ -61,32 +67,43 @@ def exactly_once(out: Path, expected: int = 1797) -> dict:
     return summary
 
 
-def test_killing_one_of_two_pilots_moves_its_requests_to_the_other(tmp_path, digits_data):
+def test_a_pilot_whose_server_dies_sends_its_requests_to_the_other_meanwhile(tmp_path, digits_data):
+    """Block 1's server is killed while its pilot cannot restart it at once (here the pilot is
+    stopped for a while: on a GPU a big model takes minutes to load again): the tasks of block 1
+    send their requests to block 0's pilot meanwhile, instead of failing or waiting; once the
+    pilot restarts its server the campaign ends with every item once."""
+    images = many_images(tmp_path / "images", digits_data / "images", 6000)
     out = tmp_path / "run"
-    driver = start_run(elastic_workflow(tmp_path, digits_data), out)
-    ready = wait_until(lambda: len(r := [e for e in read_registry(out / "pilots") if e.state == "ready"]) == 2
-                       and len(results(out)) > 0 and r, what="two ready pilots and a first result")
+    driver = start_run(elastic_workflow(tmp_path, images), out)
+    ready = wait_for(lambda: len(r := [e for e in read_registry(out / "pilots") if e.state == "ready"]) == 2
+                     and {x["block"] for x in results(out)} == {"0", "1"} and r,
+                     timeout=180, what="two ready pilots, each with a result")
     victim = next(e for e in ready if e.block == "1")
     survivor = next(e for e in ready if e.block == "0")
-    os.kill(victim.supervisor_pid, signal.SIGKILL)  # the pilot (and with it its server) is gone
+    moved = lambda: [r for r in results(out) if r["block"] == "1" and r["pilot"] == survivor.http_url]  # noqa: E731
+    os.kill(victim.supervisor_pid, signal.SIGSTOP)
+    try:
+        os.kill(victim.pid, signal.SIGKILL)
+        wait_for(moved, timeout=60, what="a request of block 1 answered by block 0's pilot")
+    finally:
+        os.kill(victim.supervisor_pid, signal.SIGCONT)
     done_at_kill = len(results(out))
     _, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err
-    assert done_at_kill < 1797, "the campaign ended before the pilot was killed; nothing was tested"
-    exactly_once(out)
-    moved = [r for r in results(out) if r["block"] == "1" and r["pilot"] == survivor.http_url]
-    assert moved, "no request of block 1 went to the other pilot"
+    assert done_at_kill < 6000, "the campaign ended before the server was killed; nothing was tested"
+    exactly_once(out, 6000)
+    restarted = next(e for e in read_registry(out / "pilots") if e.block == "1")
+    assert restarted.restarts == 1, "the killed server was not restarted by its pilot"
 
 
 def test_blocks_drain_before_their_walltime_and_the_campaign_loses_nothing(tmp_path, digits_data):
     """Blocks of one minute, draining 55 s before their end: each pilot goes `draining`, its pool
     takes no new task and finishes those it holds, the server stops, and replacement blocks take
     over; no item is lost, duplicated or failed."""
-    from tests.integration.test_faults import many_images
 
     images = many_images(tmp_path / "images", digits_data / "images", 6000)
-    path = elastic_workflow(tmp_path, digits_data, profile='  walltime: "00:01:00"\n  max_blocks: 2\n',
-                            workflow="triton: {drain_s: 55}\n", images=images, chunk_size=2)
+    path = elastic_workflow(tmp_path, images, profile='  walltime: "00:01:00"\n  max_blocks: 2\n',
+                            workflow="triton: {drain_s: 55}\n")
     out = tmp_path / "run"
     driver = start_run(path, out)
     _, err = driver.communicate(timeout=600)
@@ -114,20 +131,19 @@ def test_queue_time_above_target_adds_a_block_and_idle_ones_are_released(tmp_pat
     from dgaas_flow.campaign.fanout import run_campaign
     from dgaas_flow.campaign.session import Session
     from dgaas_flow.report.data import read_decisions
-    from tests.integration.test_faults import many_images
 
-    images = many_images(tmp_path / "images", digits_data / "images", 20000)
-    wf = load_workflow(elastic_workflow(tmp_path, digits_data, profile=AUTOSCALE, images=images, chunk_size=2,
+    images = many_images(tmp_path / "images", digits_data / "images", 8000)
+    wf = load_workflow(elastic_workflow(tmp_path, images, profile=AUTOSCALE,
                                         workflow="triton: {health_interval_s: 0.5}\n"))
     out = tmp_path / "run"
     with Session(wf, tmp_path / "session") as session:
         summary = run_campaign(wf, out=out, progress="log", session=session)
         decisions = lambda: [json.loads(line) for line in (session.dir / "autoscale.jsonl").open()]  # noqa: E731
-        wait_until(lambda: any(d["action"] == "scale_in" for d in decisions()), timeout=120,
+        wait_for(lambda: any(d["action"] == "scale_in" for d in decisions()), timeout=120,
                    what="the idle block to be released")
-        wait_until(lambda: session.executor().active_blocks() == 1, timeout=60, what="one block left")
+        wait_for(lambda: session.executor().active_blocks() == 1, timeout=60, what="one block left")
     assert summary["items_failed"] == 0
-    exactly_once(out, 20000)
+    exactly_once(out, 8000)
     first = decisions()[0]
     assert (first["action"], first["blocks_before"], first["blocks_after"]) == ("scale_out", 1, 2)
     assert first["metric"] > 0.01
