@@ -63,11 +63,16 @@ def _shared_session(workflows: list[Workflow], out: Path | None) -> Session:
 
 
 def _cmd_scale_test(args: argparse.Namespace) -> int:
-    from dgaas_flow.campaign.scale import format_scale, run_scale_test
+    from dgaas_flow.campaign.scale import BREAK_EVEN_WORKERS, format_scale, run_break_even, run_scale_test
     from dgaas_flow.specs import load_workflow
 
     wf = load_workflow(args.workflow, provider=args.provider)
-    scale = _until_signalled(lambda stop: run_scale_test(wf, out=args.out, progress=_progress(args), stop=stop))
+    if args.break_even is None:
+        scale = _until_signalled(lambda stop: run_scale_test(wf, out=args.out, progress=_progress(args), stop=stop))
+    else:
+        scale = _until_signalled(lambda stop: run_break_even(
+            wf, args.break_even, out=args.out, progress=_progress(args), stop=stop, items=args.items,
+            workers=args.clients or BREAK_EVEN_WORKERS))
     print(format_scale(scale))
     return 0 if all(step["failed"] == 0 for step in scale["steps"]) else 1
 
@@ -78,6 +83,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     page = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
     print(f"report: {page}")
     return 0
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """A growing list of positive counts, e.g. 1,2,4."""
+    try:
+        counts = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1 or list(counts) != sorted(set(counts)):
+        raise argparse.ArgumentTypeError(f"expected growing positive counts such as 1,2,4 (got {text!r})")
+    return counts
 
 
 def _progress(args: argparse.Namespace) -> str:
@@ -288,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scale-test", help="ramp pilots and workers through the workflow's scale_test steps")
     p.add_argument("workflow", help="workflow YAML file")
+    p.add_argument("--break-even", type=float, metavar="MS",
+                   help="instead of the scale_test steps: ramp client workers against one pilot until Triton's "
+                        "queue time per execution crosses MS milliseconds, and report how many clients one "
+                        "pilot serves below it")
+    p.add_argument("--clients", type=_counts, metavar="N,N,...",
+                   help="with --break-even: the client workers of each step, growing (default 1,2,4,...,128)")
+    p.add_argument("--items", type=int, default=5000, help="with --break-even: items per step (default %(default)s)")
     _add_campaign_options(p)
     p.set_defaults(func=_cmd_scale_test)
 

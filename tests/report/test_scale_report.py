@@ -61,3 +61,35 @@ def test_scale_test_of_one_two_three_pilots_and_its_report(tmp_path, digits_data
     browser.get(links[2])
     (triton_row,) = table(browser, "triton")[1:2]
     assert triton_row[0] in scale["steps"][2]["items_per_pilot"]
+
+
+def test_break_even_ramps_clients_against_one_pilot_until_the_target_is_crossed(tmp_path, digits_data):
+    """`scale-test --break-even MS` on the local provider: each step is a real campaign against one
+    pilot with more client workers. A target nothing reaches runs every step and says more clients
+    would fit; a target of 0 ms is crossed by the first step's queue time, so the ramp stops there."""
+    text = (DIGITS / "workflow.yaml").read_text().replace("chunk_size: auto", "chunk_size: 4")
+    workflow = copy_workflow(tmp_path / "wf", text, digits_data / "images")
+    wide = tmp_path / "wide"
+    ran = run_cli("scale-test", workflow, "--break-even", "1e6", "--clients", "1,2", "--items", "400",
+                  "--out", wide, "--progress", "quiet")
+    assert ran.returncode == 0, ran.stderr
+    scale = json.loads((wide / "scale.json").read_text())
+    assert [(s["pilots"], s["workers"], s["items"]) for s in scale["steps"]] == [(1, 1, 400), (1, 2, 400)]
+    assert all(s["queue_ms_per_execution"] > 0 for s in scale["steps"])
+    assert scale["break_even"] == {"target_ms": 1e6, "clients_per_pilot": 2, "crossed_at_clients": None,
+                                   "items_per_second_per_pilot": scale["steps"][1]["items_per_second"],
+                                   "crossed": False}
+    assert "2 clients per pilot" in ran.stdout and "more clients would still fit" in ran.stdout
+
+    tight = tmp_path / "tight"
+    ran = run_cli("scale-test", workflow, "--break-even", "0", "--clients", "1,2", "--items", "400",
+                  "--out", tight, "--progress", "quiet")
+    assert ran.returncode == 0, ran.stderr
+    scale = json.loads((tight / "scale.json").read_text())
+    assert [s["workers"] for s in scale["steps"]] == [1]
+    assert (scale["break_even"]["crossed"], scale["break_even"]["crossed_at_clients"]) == (True, 1)
+    assert scale["break_even"]["clients_per_pilot"] is None
+
+    reported = run_cli("report", wide)
+    assert reported.returncode == 0, reported.stderr
+    assert "<b>Break-even</b> at 1,000,000 ms queue time per execution: 2 client workers per pilot" in (wide / "report.html").read_text()
