@@ -10,8 +10,8 @@ import atexit
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
 
 import numpy as np
 import tritonclient.http as httpclient
@@ -20,9 +20,6 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 from dgaas_flow.errors import PilotError
 from dgaas_flow.gateway.bearer import optional_auth_headers
 from dgaas_flow.pilot.discovery import failover_endpoints, resolve_endpoint
-
-if TYPE_CHECKING:
-    from dgaas_flow.apps.tasks import InferRequest
 
 T = TypeVar("T")
 FAILBACK_S = 30.0  # after a fail-over, the node's own server is tried again this much later
@@ -221,6 +218,10 @@ class Connection:
     token_file: str | None = None
     ready_timeout_s: float = 120.0
 
+    def connection(self) -> Connection:
+        """These settings alone (a subclass, e.g. a campaign's InferRequest, carries more)."""
+        return Connection(*(getattr(self, f.name) for f in fields(Connection)))
+
 
 class PilotClient:
     """The server discovery finds, followed across retries and restarts.
@@ -258,11 +259,6 @@ class PilotClient:
         self.headers: dict[str, str] | None = None
         self.failovers = 0  # how often requests moved to another pilot
         self._away_since: float | None = None  # when they last did (monotonic)
-
-    @classmethod
-    def for_request(cls, s: InferRequest) -> PilotClient:
-        return cls(s.protocol, s.timeout_s, s.retries, s.backoff_s, s.server_url, s.gateway, s.token_file,
-                   s.ready_timeout_s)
 
     def connect(self, fresh: bool = False) -> TritonClient:
         """The client of the server discovery finds; resolved again only after a failure (the
@@ -397,10 +393,17 @@ def triton_client(protocol: str = "http", timeout_s: float = 30.0, retries: int 
     """The client of this node's Triton server, for use inside any Parsl app: one per worker
     process and settings (connections are reused across the app's calls), found by discovery
     and waiting until the node's pilot is ready. The parameters are `PilotClient`'s."""
-    key = Connection(protocol, timeout_s, retries, backoff_s, server_url, gateway, token_file, ready_timeout_s)
+    return client_for(Connection(protocol, timeout_s, retries, backoff_s, server_url, gateway, token_file,
+                                 ready_timeout_s))
+
+
+def client_for(settings: Connection) -> PilotClient:
+    """This worker process's client for these settings: what it learnt (a fail-over, its
+    connections) lasts across apps; the token is read again for each (tokens are refreshed while
+    workers live)."""
+    key = settings.connection()
     if key not in _APP_CLIENTS:
-        _APP_CLIENTS[key] = PilotClient(protocol, timeout_s, retries, backoff_s, server_url, gateway, token_file,
-                                        ready_timeout_s)
+        _APP_CLIENTS[key] = PilotClient(**asdict(key))
     client = _APP_CLIENTS[key]
-    client.headers = None  # the token is read again for each app: tokens are refreshed while workers live
+    client.headers = None
     return client

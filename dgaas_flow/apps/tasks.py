@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from parsl import python_app
 
-from dgaas_flow.apps.client import ModelInfo, PilotClient, TensorInfo
+from dgaas_flow.apps.client import Connection, ModelInfo, PilotClient, TensorInfo, client_for
 from dgaas_flow.campaign import records
 from dgaas_flow.errors import PilotError
 from dgaas_flow.inputs import ChunkReader, FileSlice, Item
@@ -36,9 +36,10 @@ from dgaas_flow.inputs.base import Batch
 Hook = str | Callable[..., Any] | None
 
 
-@dataclass(frozen=True)
-class InferRequest:
-    """What every task of a campaign needs to know; small, so it travels with each task.
+@dataclass(frozen=True, kw_only=True)
+class InferRequest(Connection):
+    """What every task of a campaign needs to know; small, so it travels with each task. Its
+    Connection fields are how the task's client reaches the server.
 
     `inputs` is the workflow's input spec as a mapping (format and its fields; default: `format`
     with no options); `tensors` maps model inputs to the data's fields; `keep` names the outputs
@@ -53,15 +54,7 @@ class InferRequest:
     output_tensor: str | None = None
     top_k: int = 1
     format: str = "image"
-    protocol: str = "http"
-    timeout_s: float = 30.0
-    retries: int = 5
-    backoff_s: float = 0.5
     batch_size: int | None = None
-    server_url: str | None = None
-    gateway: str | None = None
-    token_file: str | None = None
-    ready_timeout_s: float = 120.0
     inputs: dict[str, Any] | None = field(default=None, hash=False)
     tensors: tuple[tuple[str, str], ...] | None = None
     keep: tuple[str, ...] | None = None
@@ -378,7 +371,7 @@ def infer_lines(sources: Sequence[Source], req: InferRequest) -> dict[str, Any]:
     """Infer a chunk in-process: its results.jsonl lines (or, for `results: parquet`, its columns),
     one per item in the sources' order (see dgaas_flow.campaign.records), with their counts and the
     requests' latencies."""
-    server = PilotClient.for_request(req)
+    server = client_for(req)
     block = os.environ.get("PARSL_WORKER_BLOCK_ID")  # set by Parsl's worker pool
     ids: list[str] = []
     labels: list[str | None] = []

@@ -54,16 +54,16 @@ def test_named_arrays_map_onto_the_models_inputs():
     two = ModelInfo((TensorInfo("points", "FP32", (16, 3)), TensorInfo("features", "FP32", (4,))),
                     (TensorInfo("probs", "FP32", (3,)),), 8)
     data = {"points": np.zeros((2, 16, 3)), "features": np.zeros((2, 4)), "extra": np.zeros(2)}
-    assert set(bind(data, two, InferRequest("jets"))) == {"points", "features"}  # by name
+    assert set(bind(data, two, InferRequest(model="jets"))) == {"points", "features"}  # by name
     renamed = {"p": data["points"], "f": data["features"]}
-    req = InferRequest("jets", tensors=(("points", "p"), ("features", "f")))
+    req = InferRequest(model="jets", tensors=(("points", "p"), ("features", "f")))
     assert bind(renamed, two, req)["points"] is renamed["p"]
     with pytest.raises(ValueError, match="no field 'points' for model input points"):
-        bind(renamed, two, InferRequest("jets"))
+        bind(renamed, two, InferRequest(model="jets"))
     with pytest.raises(ValueError, match=r"model input \['features'\] has no source"):
-        bind(renamed, two, InferRequest("jets", tensors=(("points", "p"),)))
+        bind(renamed, two, InferRequest(model="jets", tensors=(("points", "p"),)))
     one = ModelInfo((U8,), (TensorInfo("P", "FP32", (10,)),), 8)
-    assert list(bind({"image": np.zeros((1, 8, 8))}, one, InferRequest("d"))) == ["IMAGE"]  # as today
+    assert list(bind({"image": np.zeros((1, 8, 8))}, one, InferRequest(model="d"))) == ["IMAGE"]  # as today
 
 
 def test_a_grey_image_gets_the_channel_axis_of_an_nchw_model_and_its_pixels_bound_the_header():

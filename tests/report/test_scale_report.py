@@ -92,4 +92,5 @@ def test_break_even_ramps_clients_against_one_pilot_until_the_target_is_crossed(
 
     reported = run_cli("report", wide)
     assert reported.returncode == 0, reported.stderr
-    assert "<b>Break-even</b> at 1,000,000 ms queue time per execution: 2 client workers per pilot" in (wide / "report.html").read_text()
+    page = (wide / "report.html").read_text()
+    assert "<b>Break-even</b> at 1,000,000 ms queue time per execution: 2 client workers per pilot" in page
