@@ -200,3 +200,19 @@ def test_a_summary_written_before_segments_becomes_the_first_one_known_by_its_bu
     assert s["latency_ms"]["mean"] == 4.75  # (3 x 3.0 + 10.0) / 4
     (tmp_path / "summary.json").write_text("{broken")
     assert earlier_segments(tmp_path) == []  # said in the log; the new summary starts the list again
+
+
+def test_results_landing_together_give_no_steady_pace(monkeypatch):
+    """Chunks that arrive within a millisecond of each other say nothing about a pace: no
+    `steady_items_per_second` of hundreds of thousands of items/s in the summary; a second
+    apart, they do."""
+    from dgaas_flow.campaign import stats as stats_module
+
+    clock = iter([100.0, 100.0005, 100.001, 101.0])
+    monkeypatch.setattr(stats_module.time, "monotonic", lambda: next(clock))
+    run = RunStats(started=99.0)
+    for _ in range(3):
+        run.add(300, 0, [1.0])
+    assert run.steady_rate() is None
+    run.add(300, 0, [1.0])
+    assert run.steady_rate() == 900.0

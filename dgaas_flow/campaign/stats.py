@@ -100,6 +100,9 @@ class Latencies:
         return [(upper, int(n)) for upper, n in zip(uppers, sums, strict=True)]
 
 
+STEADY_MIN_S = 1.0
+
+
 @dataclass
 class RunStats:
     started: float = field(default_factory=time.monotonic)
@@ -133,11 +136,12 @@ class RunStats:
         return (self.ended or time.monotonic()) - self.started
 
     def steady_rate(self) -> float | None:
-        """Items/s from the first result to the last: the pace once blocks and pilots were up."""
+        """Items/s from the first result to the last: the pace once blocks and pilots were up.
+        None when they came within STEADY_MIN_S: a few chunks landing together give no pace."""
         if self.first_result_s is None or self.last_result_s is None:
             return None
         span = self.last_result_s - self.first_result_s
-        return round((self.items - self.first_items) / span, 2) if span > 0 else None
+        return round((self.items - self.first_items) / span, 2) if span >= STEADY_MIN_S else None
 
 
 class Timeline:

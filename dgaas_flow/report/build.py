@@ -193,7 +193,7 @@ def _write_campaign_report(run_dir: Path, page: Path) -> Path:
     c = read_campaign(run_dir)
     figs = Figures(page)
     title = f"Campaign report: {c.workflow}"
-    body = [f"<h1>{escape(title)}</h1>", _campaign_meta(c), _headline(c)]
+    body = [f"<h1>{escape(title)}</h1>", _campaign_meta(c), _headline(c), _segments(c)]
     body += ["<h2>Throughput over time</h2>", _throughput(c, figs)]
     body += ["<h2>Latency</h2>", _latency(c, figs)]
     body += ["<h2>Items per pilot</h2>", _pilots(c, figs)]
@@ -233,7 +233,7 @@ def _headline(c: Campaign) -> str:
         ("items_per_second", "Items/s (this run, wall time)", rec("items_per_second", fmt(c.items_per_second))),
         ("steady_items_per_second", "Items/s (first to last result)",
          rec("steady_items_per_second", fmt(c.steady_items_per_second))),
-        ("requests", "Requests", rec("requests", fmt(c.requests))),
+        ("requests", "Requests (all runs)" if len(c.segments) > 1 else "Requests", rec("requests", fmt(c.requests))),
         ("p50", "Request latency p50 (ms)", fmt(lat.p50)),
         ("p95", "Request latency p95 (ms)", fmt(lat.p95)),
         ("p99", "Request latency p99 (ms)", fmt(lat.p99)),
@@ -245,6 +245,22 @@ def _headline(c: Campaign) -> str:
     ]
     return _table("headline", ("", "value"),
                   ([f"<th>{escape(label)}</th>", _cell(value, True, f"h-{key}")] for key, label, value in rows))
+
+
+def _segments(c: Campaign) -> str:
+    """A folder run more than once (a first run, then resumes): each run's own figures. The
+    headline's items and latency are of them all; speed, pilots and Triton's are the last's."""
+    if len(c.segments) < 2:
+        return ""
+    rows = [[_cell(escape(str(n))), _cell(_text(s.started_at)), _cell("yes" if s.complete else "no"),
+             _cell(fmt(s.items), True), _cell(fmt(s.failed), True), _cell(fmt(s.wall_seconds), True),
+             _cell(fmt(s.items_per_second), True), _cell(fmt(s.requests), True), _cell(fmt(s.latency.p50), True),
+             _cell(fmt(s.latency.p99), True)] for n, s in enumerate(c.segments, 1)]
+    return ("<h2>Runs of this folder</h2>"
+            + _table("segments", ("run", "started", "complete", "items", "failed", "wall s", "items/s", "requests",
+                                  "p50 ms", "p99 ms"), rows)
+            + '<p class="meta">Each resume is a run of its own. The headline\'s items, requests and latency are '
+              "of all runs; its speed, and the pilots and Triton figures below, are the last run's.</p>")
 
 
 def _throughput(c: Campaign, figs: Figures) -> str:

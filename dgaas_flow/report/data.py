@@ -126,6 +126,26 @@ class Latency:
 
 
 @dataclass
+class Segment:
+    """One run of a run folder (a first run, then each resume), as summary.json's `segments`."""
+
+    started_at: str | None
+    complete: bool | None
+    items: int | None
+    failed: int | None
+    wall_seconds: float | None
+    items_per_second: float | None
+    requests: int | None
+    latency: Latency
+
+    @classmethod
+    def read(cls, f: Fields) -> Segment:
+        return cls(f.string("started_at"), f.boolean("complete"), f.integer("items"), f.integer("failed"),
+                   f.number("wall_seconds"), f.number("items_per_second"), f.integer("requests"),
+                   Latency.read(f.obj("latency_ms")))
+
+
+@dataclass
 class TritonStats:
     endpoint: str | None
     metrics_url: str | None
@@ -263,6 +283,8 @@ class Campaign:
     timeline: list[TimelinePoint] | None = None
     configuration: str | None = None
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    requests_this_run: int | None = None
+    segments: list[Segment] = field(default_factory=list)
 
 
 def read_campaign(run_dir: Path) -> Campaign:
@@ -287,6 +309,8 @@ def read_campaign(run_dir: Path) -> Campaign:
         timeline=read_timeline(run_dir / TIMELINE),
         configuration=read_workflow_json(run_dir / WORKFLOW_JSON),
         decisions=read_decisions(run_dir / TIMELINE),
+        requests_this_run=f.integer("requests_this_run"),
+        segments=[Segment.read(seg) for seg in f.objects("segments") or []],
     )
 
 

@@ -45,3 +45,6 @@ def test_a_resumed_run_summarizes_and_reports_every_runs_requests_and_latency(tm
     assert number(page.by_id["h-p50"]) == two["latency_ms"]["p50"]
     assert number(page.by_id["h-p99"]) == two["latency_ms"]["p99"]
     assert number(page.by_id["h-items_this_run"]) == 0
+    rows = page.tables["segments"]
+    assert rows[0][:4] == ["run", "started", "complete", "items"]
+    assert [(number(r[3]), number(r[7])) for r in rows[1:]] == [(s["items"], s["requests"]) for s in three["segments"]]
