@@ -41,7 +41,7 @@ def items(batch: int) -> np.ndarray:
     if not (DIGITS / "model_repository" / "digits" / "1" / "weights.npz").exists() or not images.is_dir():
         subprocess.run([sys.executable, str(DIGITS / "prepare.py")], check=True)
     paths = sorted(images.glob("*/*.png"))[:batch]
-    return np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.uint8) for p in paths])
+    return np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.uint8) for p in paths])[:, None]  # N, C, H, W
 
 
 def start_pilot(root: Path, index: int) -> Pilot:

@@ -69,6 +69,7 @@ def client_run(urls: dict[str, str], protocol: str, info: dict, top_k: int, rows
     them, repeated until min_seconds have gone by (a short pass is mostly noise)."""
     ctx = mp.get_context("spawn")  # tritonclient (gevent, gRPC) does not survive a fork
     ready, go, done = ctx.Queue(), ctx.Event(), ctx.Queue()
+    rows = rows.reshape(len(rows), *info["dims"]) if info["dims"] else rows  # the model's own shape (a channel axis)
     parts = np.array_split(rows, procs) if seconds is None else [rows] * procs
     pool = [ctx.Process(target=_client_proc, args=(urls[protocol], protocol, info["model"], info["input"],
                                                    info["datatype"], info["output"], top_k, part, batch, seconds,
@@ -101,8 +102,11 @@ def model_info(url: str, model: str) -> dict[str, Any]:
     client = httpclient.InferenceServerClient(url.split("://", 1)[1])
     meta, config = client.get_model_metadata(model), client.get_model_config(model)
     client.close()
+    batched = int(config.get("max_batch_size", 0)) > 0
+    dims = meta["inputs"][0]["shape"][1 if batched else 0:]
     return {"model": model, "input": meta["inputs"][0]["name"], "datatype": meta["inputs"][0]["datatype"],
-            "output": meta["outputs"][0]["name"], "max_batch_size": int(config.get("max_batch_size", 0))}
+            "output": meta["outputs"][0]["name"], "max_batch_size": int(config.get("max_batch_size", 0)),
+            "dims": dims if all(d > 0 for d in dims) else None}
 
 
 def start_pilot(wf: Workflow, folder: Path, repository: Path | None = None) -> Pilot:

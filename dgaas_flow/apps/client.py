@@ -360,12 +360,14 @@ class PilotClient:
               version: str = "") -> dict[str, np.ndarray]:
         """Run ``model`` on named inputs (arrays with the batch dimension first when the model
         batches) and return its named outputs (all of them by default). An input is converted to
-        its tensor's data type only where that keeps its kind (float64 to FP32, not float to INT8)."""
+        its tensor's data type only where that keeps its kind (float64 to FP32, not float to INT8),
+        and gets a missing axis of one (a grey image for a model of one channel, see fit_shape)."""
         info = self.model_info(model, version)
         expected = {t.name: t for t in info.inputs}
         if set(inputs) != set(expected):
             raise ValueError(f"model {model} takes inputs {sorted(expected)} (got {sorted(inputs)})")
-        arrays = {name: _as_tensor(value, expected[name], model) for name, value in inputs.items()}
+        batched = info.max_batch_size > 0
+        arrays = {name: _as_tensor(value, expected[name], model, batched) for name, value in inputs.items()}
         names = list(outputs) if outputs is not None else [t.name for t in info.outputs]
         unknown = set(names) - {t.name for t in info.outputs}
         if unknown:
@@ -373,8 +375,20 @@ class PilotClient:
         return self.call(lambda c: c.infer_tensors(model, version, arrays, names))
 
 
-def _as_tensor(value: Any, tensor: TensorInfo, model: str) -> np.ndarray:
-    array = np.asarray(value)
+def fit_shape(array: np.ndarray, tensor: TensorInfo) -> np.ndarray:
+    """A missing axis of size one, first or last (a grey image for a model of one channel), is added;
+    any other difference is left to the shape check."""
+    shape, want = array.shape[1:], tensor.shape
+    if len(shape) + 1 == len(want):
+        if want[0] == 1 and all(d in (-1, s) for d, s in zip(want[1:], shape, strict=True)):
+            return array[:, None]
+        if want[-1] == 1 and all(d in (-1, s) for d, s in zip(want[:-1], shape, strict=True)):
+            return array[..., None]
+    return array
+
+
+def _as_tensor(value: Any, tensor: TensorInfo, model: str, batched: bool) -> np.ndarray:
+    array = fit_shape(np.asarray(value), tensor) if batched else np.asarray(value)
     if tensor.datatype == "BYTES" or array.dtype == tensor.dtype:
         return array
     try:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from parsl import python_app
 
-from dgaas_flow.apps.client import Connection, ModelInfo, PilotClient, TensorInfo, client_for
+from dgaas_flow.apps.client import Connection, ModelInfo, PilotClient, TensorInfo, client_for, fit_shape
 from dgaas_flow.campaign import records
 from dgaas_flow.errors import PilotError
 from dgaas_flow.inputs import ChunkReader, FileSlice, Item
@@ -150,18 +150,6 @@ def bind(batch: Batch, info: ModelInfo, req: InferRequest) -> dict[str, np.ndarr
         raise ValueError(f"no field {f!r} for model input {t} (the data has {sorted(batch)}); map it with "
                          "inputs.tensors")
     return {t: batch[f] for t, f in mapping.items()}
-
-
-def fit_shape(array: np.ndarray, tensor: TensorInfo) -> np.ndarray:
-    """A missing axis of size one, first or last (a grey image for a model of one channel), is added;
-    any other difference is left to the shape check."""
-    shape, want = array.shape[1:], tensor.shape
-    if len(shape) + 1 == len(want):
-        if want[0] == 1 and all(d in (-1, s) for d, s in zip(want[1:], shape, strict=True)):
-            return array[:, None]
-        if want[-1] == 1 and all(d in (-1, s) for d, s in zip(want[:-1], shape, strict=True)):
-            return array[..., None]
-    return array
 
 
 def safe_cast(array: np.ndarray, tensor: TensorInfo) -> tuple[np.ndarray, dict[int, str]]:

@@ -102,7 +102,8 @@ def check_model_and_data(wf: Any) -> list[str]:
 
 def _check_sample(wf: Any, info: ModelInfo, config_path: Path) -> list[str]:
     """The first readable input file's first items, read, hooked, bound and cast as a task would."""
-    from dgaas_flow.apps.tasks import InferRequest, bind, fit_shape, load_hook, safe_cast
+    from dgaas_flow.apps.client import fit_shape
+    from dgaas_flow.apps.tasks import InferRequest, bind, load_hook, safe_cast
     from dgaas_flow.inputs import ChunkReader, enumerate_slices
 
     req = InferRequest.from_workflow(wf)

@@ -96,7 +96,7 @@ def servers(tmp_path_factory, digits_data):
 
 def images(n: int) -> np.ndarray:
     paths = sorted((DIGITS / "data" / "images").glob("*/*.png"))[:n]
-    return np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.uint8) for p in paths])
+    return np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.uint8) for p in paths])[:, None]  # N, C, H, W
 
 
 def http_infer(address: str, x: np.ndarray, headers: dict | None):
@@ -134,8 +134,8 @@ def test_valid_token_http_and_grpc_through_the_gateway_reach_both_pilots(servers
     before = [successes(a), successes(b)]
     http_client = httpclient.InferenceServerClient(gw.address)
     grpc_client = grpcclient.InferenceServerClient(gw.address)
-    hin = httpclient.InferInput("IMAGE", [1, 8, 8], "UINT8")
-    gin = grpcclient.InferInput("IMAGE", [1, 8, 8], "UINT8")
+    hin = httpclient.InferInput("IMAGE", [1, 1, 8, 8], "UINT8")
+    gin = grpcclient.InferInput("IMAGE", [1, 1, 8, 8], "UINT8")
     for i in range(200):
         hin.set_data_from_numpy(x[i % 8: i % 8 + 1])
         out = http_client.infer("digits", [hin], headers=headers).as_numpy("PROBABILITIES")

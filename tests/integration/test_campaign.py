@@ -113,7 +113,7 @@ def test_bad_input_files_become_recorded_errors(tmp_path, digits_data):
     records = {r["id"]: r for r in read_results(tmp_path / "run")}
     assert len(records) == 23 and summary["items_failed"] == 3 and summary["items_ok"] == 20
     assert records["7/corrupt.png"]["error"].startswith("cannot read: ")
-    assert "[9, 9], model input IMAGE takes [8, 8]" in records["1/wrong-shape.png"]["error"]
+    assert "[9, 9], model input IMAGE takes [1, 8, 8]" in records["1/wrong-shape.png"]["error"]
     assert records["1/truncated.png"]["error"].startswith("cannot read: ")
     assert summary["failures_by_reason"] == {"cannot read": 2, "wrong shape": 1}  # grouped, not one per file
     assert summary["accuracy"] >= 0.9

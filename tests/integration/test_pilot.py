@@ -71,7 +71,7 @@ def test_tasks_rank_classes_exactly_as_tritons_classification_extension(pilot: P
     client = httpclient.InferenceServerClient(pilot.endpoint.http_url.removeprefix("http://"))
     expected = []
     for start in (0, 150):  # requests split differently from the task's
-        pixels = np.stack([np.asarray(Image.open(path)) for _, path, _ in items[start:start + 150]])
+        pixels = np.stack([np.asarray(Image.open(path)) for _, path, _ in items[start:start + 150]])[:, None]
         tensor = httpclient.InferInput("IMAGE", list(pixels.shape), "UINT8")
         tensor.set_data_from_numpy(pixels)
         top_1 = httpclient.InferRequestedOutput("PROBABILITIES", class_count=1)
@@ -81,6 +81,32 @@ def test_tasks_rank_classes_exactly_as_tritons_classification_extension(pilot: P
     assert [(r["prediction"], r["score"]) for r in out["results"]] == [(label, float(score))
                                                                       for score, _, label in expected]
     assert len(out["latencies_ms"]) == 3
+
+
+def test_digits_meets_the_stock_image_clients_documented_requirements(pilot: Pilot):
+    """Triton's example image_client (src/python/examples/image_client.py in triton-inference-server/
+    client) classifies any model whose metadata and config pass its parse_model: one input of
+    three dims plus the batch with format FORMAT_NCHW or FORMAT_NHWC, one FP32 output that is a
+    vector. Its preprocess for one channel: convert("L"), resize to (w, h), add the channel axis,
+    cast to the input's type, transpose to CHW; it asks for class_count=1 and prints
+    score:index:label. The same steps here, against the served digits model, must classify."""
+    client = httpclient.InferenceServerClient(pilot.endpoint.http_url.removeprefix("http://"))
+    meta, config = client.get_model_metadata("digits"), client.get_model_config("digits")
+    assert (len(meta["inputs"]), len(meta["outputs"]), len(config["input"])) == (1, 1, 1)
+    assert meta["outputs"][0]["datatype"] == "FP32"
+    assert [d for d in meta["outputs"][0]["shape"][1:] if d > 1] == [10]  # a vector
+    c, h, w = meta["inputs"][0]["shape"][1:]  # one dim more for the batch: max_batch_size > 0
+    assert config["max_batch_size"] > 0 and config["input"][0]["format"] == "FORMAT_NCHW" and c == 1
+    paths = sorted(IMAGES.glob("*/*.png"))[::60]
+    batch = np.stack([np.transpose(np.array(Image.open(p).convert("L").resize((w, h), Image.BILINEAR))[:, :, None]
+                                   .astype(np.uint8), (2, 0, 1)) for p in paths])
+    tensor = httpclient.InferInput(meta["inputs"][0]["name"], list(batch.shape), meta["inputs"][0]["datatype"])
+    tensor.set_data_from_numpy(batch)
+    wanted = httpclient.InferRequestedOutput(meta["outputs"][0]["name"], class_count=1)
+    answer = client.infer("digits", [tensor], outputs=[wanted]).as_numpy(meta["outputs"][0]["name"])
+    client.close()
+    labels = [entry.decode().split(":")[2] for entry in answer.reshape(-1)]
+    assert sum(label == p.parent.name for label, p in zip(labels, paths, strict=True)) >= 0.9 * len(paths)
 
 
 def test_pilot_restarts_a_killed_server_on_the_same_endpoint(pilot: Pilot):

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from dgaas_flow.apps.client import ModelInfo, TensorInfo
-from dgaas_flow.apps.tasks import InferRequest, bind, fit_shape, model_pixels, safe_cast
+from dgaas_flow.apps.client import ModelInfo, TensorInfo, fit_shape
+from dgaas_flow.apps.tasks import InferRequest, bind, model_pixels, safe_cast
 from dgaas_flow.campaign.records import ChunkRecords, quote
 from dgaas_flow.campaign.sink import ResultsFile
 from dgaas_flow.inputs import ChunkReader, enumerate_slices, slices

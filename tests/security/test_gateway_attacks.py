@@ -131,7 +131,7 @@ def test_a_200_mb_body_gets_413_at_the_gateway_and_never_reaches_triton(setup):
     assert reply.startswith("HTTP/1.1 413"), reply[:200]
     assert json.loads(reply.split("\r\n\r\n", 1)[1].splitlines()[0]) == {"error": "Payload Too Large"}
     client = grpcclient.InferenceServerClient(setup.gateway.address)
-    big = np.zeros((80_000, 8, 8), np.uint8)  # 5 MB, over this gateway's 4 MB
+    big = np.zeros((80_000, 1, 8, 8), np.uint8)  # 5 MB, over this gateway's 4 MB
     tensor = grpcclient.InferInput("IMAGE", list(big.shape), "UINT8")
     tensor.set_data_from_numpy(big)
     with pytest.raises(InferenceServerException) as err:
