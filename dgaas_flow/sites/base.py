@@ -56,6 +56,11 @@ class ProviderBase(BaseModel):
         None, description="address the workers reach the driver at; default: 127.0.0.1 for local, else probed"
     )
     strategy_period_s: float = Field(1.0, gt=0, description="how often Parsl rescales blocks")
+    status_poll_s: float | None = Field(
+        10.0, gt=0, description="how often the scheduler is asked how the blocks are (squeue, condor_q): a block "
+        "that ended early (its pilot drained, its node failed) is replaced at most this much later; never "
+        "less often than Parsl's own period (60 s for SLURM and HTCondor, 5 s for local); None: Parsl's",
+    )
     heartbeat_threshold_s: int = Field(
         30, ge=2, description="a block silent this long is lost and its tasks are retried elsewhere"
     )

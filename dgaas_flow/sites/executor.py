@@ -88,16 +88,24 @@ class PilotExecutor(HighThroughputExecutor):
     """Parsl's HighThroughputExecutor whose failed block submissions are said, retried with backoff
     and given up on after the profile's `submit_retry_s` (see `sites.submissions`), instead of
     counting as failed blocks that end in every task failing. Blocks that did start and failed
-    still go to Parsl's windowed error handler (three failed blocks in a row end the executor)."""
+    still go to Parsl's windowed error handler (three failed blocks in a row end the executor).
+    The scheduler is asked how the blocks are every `status_poll_s` (Parsl's SLURM and HTCondor
+    providers fix 60 s): a block whose pilot drained and ended early is replaced that soon."""
 
     def __init__(self, *args: object, submit_retry_s: float = 300.0, controlled: bool = False,
-                 **kwargs: object) -> None:
+                 status_poll_s: float | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.submissions = Submissions(submit_retry_s)
+        self.status_poll_s = status_poll_s
         # with an autoscaler, Parsl's strategy keeps only init_blocks (and replaces lost ones);
         # more come from the controller (`controller_scale_out`)
         self.controlled = controlled
         self._by_controller = threading.local()
+
+    @property
+    def status_polling_interval(self) -> float:
+        own = super().status_polling_interval
+        return own if self.status_poll_s is None else min(own, self.status_poll_s)
 
     def active_blocks(self) -> int:
         return sum(1 for s in self.status_facade.values() if s.state in (JobState.RUNNING, JobState.PENDING))
@@ -161,6 +169,7 @@ def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EX
         heartbeat_threshold=spec.heartbeat_threshold_s,
         submit_retry_s=spec.submit_retry_s,
         controlled=spec.autoscale is not None,
+        status_poll_s=spec.status_poll_s,
     )
 
 
