@@ -242,7 +242,7 @@ def _cmd_pilot_start(args: argparse.Namespace) -> int:
 def _cmd_pilot_serve(args: argparse.Namespace) -> int:
     from dgaas_flow.pilot.run import serve
 
-    return serve(_pilot_config(args), watch_pid=args.watch_pid)
+    return serve(_pilot_config(args), watch_pid=args.watch_pid, block=args.block)
 
 
 def _cmd_pilot_status(args: argparse.Namespace) -> int:
@@ -355,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_pilot_source(p)
         p.add_argument("--watch-pid", type=int, help="stop the pilot when this process ends (e.g. the glidein)")
         p.set_defaults(func=func)
+    p.add_argument("--config", help="pilot config JSON written by a session (its registry is where the endpoint goes)")
+    p.add_argument("--block", help="recorded in the endpoint (e.g. `fallback` for a task's local fallback)")
     for name, func, helptext in (
         ("status", _cmd_pilot_status, "show the pilots in --dir"),
         ("stop", _cmd_pilot_stop, "stop the pilots in --dir"),

@@ -274,6 +274,24 @@ def copy_workflow(folder: Path, text: str, images: Path) -> Path:
     return path
 
 
+PACE = """import time
+
+
+def slow(batch):
+    time.sleep({seconds})
+    return batch
+"""
+
+
+def paced_workflow(folder: Path, text: str, images: Path, pace_s: float = 0.01) -> Path:
+    """copy_workflow, with a preprocess hook (`pace.py` beside the workflow) that takes `pace_s`
+    per batch: the digits model answers thousands of items a second, faster than a block starts,
+    fails or ends; this makes a campaign last long enough for such events, on any machine."""
+    path = copy_workflow(folder, text + "preprocess: pace:slow\n", images)
+    (path.parent / "pace.py").write_text(PACE.format(seconds=pace_s))
+    return path
+
+
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
     """Poll until predicate() is truthy and return its value; fail the test after timeout."""
     deadline = time.monotonic() + timeout

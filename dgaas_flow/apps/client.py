@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,6 +21,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 from dgaas_flow.errors import PilotError
 from dgaas_flow.gateway.bearer import optional_auth_headers
 from dgaas_flow.pilot.discovery import failover_endpoints, resolve_endpoint
+from dgaas_flow.pilot.fallback import local_fallback
 
 T = TypeVar("T")
 FAILBACK_S = 30.0  # after a fail-over, the node's own server is tried again this much later
@@ -217,6 +219,7 @@ class Connection:
     gateway: str | None = None
     token_file: str | None = None
     ready_timeout_s: float = 120.0
+    fallback: str | None = None
 
     def connection(self) -> Connection:
         """These settings alone (a subclass, e.g. a campaign's InferRequest, carries more)."""
@@ -246,15 +249,18 @@ class PilotClient:
     ready_timeout_s
         How long the node's pilot may take to start (``triton.ready_timeout_s``); an app waits up
         to twice that, plus 30 s, for it to say ready.
+    fallback
+        A session's pilot settings (its ``pilot.json``): when no pilot serves, start a Triton
+        server on this node from them (see `dgaas_flow.pilot.fallback`); None: fail instead.
     """
 
     def __init__(self, protocol: str = "http", timeout_s: float = 30.0, retries: int = 5, backoff_s: float = 0.5,
                  server_url: str | None = None, gateway: str | None = None, token_file: str | None = None,
-                 ready_timeout_s: float = 120.0) -> None:
+                 ready_timeout_s: float = 120.0, fallback: str | None = None) -> None:
         if protocol not in ("http", "grpc"):
             raise ValueError(f"protocol must be 'http' or 'grpc' (got {protocol!r})")
         self.settings = Connection(protocol, timeout_s, retries, backoff_s, server_url, gateway, token_file,
-                                       ready_timeout_s)
+                                   ready_timeout_s, fallback)
         self.url: str | None = None
         self.headers: dict[str, str] | None = None
         self.failovers = 0  # how often requests moved to another pilot
@@ -332,10 +338,13 @@ class PilotClient:
             self._fail_over()
 
     def _fail_over(self) -> TritonClient:
-        """Another serving pilot of the session, or the gateway, that answers ready; PilotError
-        when there is none."""
+        """Another serving pilot of the session, or the gateway, that answers ready; else, with
+        `fallback`, this node's own fallback server; PilotError when there is none."""
         s = self.settings
-        for endpoint in failover_endpoints(exclude={self.url} if self.url else frozenset()):
+        targets = failover_endpoints(exclude={self.url} if self.url else frozenset())
+        if not targets and s.fallback:
+            targets = [local_fallback(Path(s.fallback))]
+        for endpoint in targets:
             url = endpoint.url(s.protocol)
             if url is None:
                 continue
@@ -345,7 +354,8 @@ class PilotClient:
                 self.failovers += 1
                 return client
             drop_client(url, s.protocol)
-        raise PilotError("the node's pilot does not serve and no other pilot of the session does")
+        raise PilotError("the node's pilot does not serve and no other pilot of the session does"
+                         + ("" if s.fallback else " (client.fallback: local would start one on this node)"))
 
     @property
     def raw(self) -> Any:
@@ -403,12 +413,12 @@ _APP_CLIENTS: dict[Connection, PilotClient] = {}
 
 def triton_client(protocol: str = "http", timeout_s: float = 30.0, retries: int = 5, backoff_s: float = 0.5,
                   server_url: str | None = None, gateway: str | None = None, token_file: str | None = None,
-                  ready_timeout_s: float = 120.0) -> PilotClient:
+                  ready_timeout_s: float = 120.0, fallback: str | None = None) -> PilotClient:
     """The client of this node's Triton server, for use inside any Parsl app: one per worker
     process and settings (connections are reused across the app's calls), found by discovery
     and waiting until the node's pilot is ready. The parameters are `PilotClient`'s."""
     return client_for(Connection(protocol, timeout_s, retries, backoff_s, server_url, gateway, token_file,
-                                 ready_timeout_s))
+                                 ready_timeout_s, fallback))
 
 
 def client_for(settings: Connection) -> PilotClient:

@@ -64,7 +64,8 @@ class InferRequest(Connection):
     results: str = "jsonl"
 
     @classmethod
-    def from_workflow(cls, wf: Any) -> InferRequest:
+    def from_workflow(cls, wf: Any, fallback: str | None = None) -> InferRequest:
+        """`fallback`: the session's pilot settings, used when the workflow asks for a local fallback."""
         spec = wf.inputs.model_dump(mode="json", exclude={"files", "labels", "tensor", "tensors"})
         return cls(
             model=wf.model.name, version=wf.model.version, input_tensor=wf.inputs.tensor,
@@ -73,6 +74,7 @@ class InferRequest(Connection):
             backoff_s=wf.client.backoff_s, batch_size=wf.client.batch_size, server_url=wf.server.url,
             gateway=wf.server.gateway, token_file=str(wf.client.token_file) if wf.client.token_file else None,
             ready_timeout_s=wf.triton.ready_timeout_s, inputs={"files": "", **spec},
+            fallback=fallback if wf.client.fallback == "local" else None,
             tensors=tuple(wf.inputs.tensors.items()) if wf.inputs.tensors else None,
             keep=tuple(wf.outputs.keep) if wf.outputs.keep else None,
             preprocess=wf.preprocess, postprocess=wf.postprocess, hook_path=str(wf.base_dir),

@@ -135,7 +135,8 @@ class Campaign:
         timeline = Timeline(self.out_dir / TIMELINE, self.stats)
         watch = PilotWatch(session.registry, since=session.started_at)
         try:
-            _fan_out(self.todo, self.wf, InferRequest.from_workflow(self.wf), self.results, self.stats,
+            request = InferRequest.from_workflow(self.wf, fallback=str(session.settings_file))
+            _fan_out(self.todo, self.wf, request, self.results, self.stats,
                      _Display(bar, timeline, session.watch(watch)), stop or threading.Event(), self.in_flight)
             self.complete = True
         finally:

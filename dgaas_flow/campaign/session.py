@@ -192,12 +192,12 @@ class Session:
                             "close it first: Parsl runs one configuration at a time")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
-        pilot_config = self.pilot_config_path()
-        if pilot_config is not None:
-            pilot_config.write_text(PilotConfig(
+        if self.repository is not None:
+            self.settings_file.write_text(PilotConfig(
                 triton=self.triton, repository=self.repository, models=self.models or [],
                 registry=self.registry, log_dir=self.dir / "logs",
             ).model_dump_json(indent=2))
+        pilot_config = self.pilot_config_path()
         self._dfk = load_parsl(self.provider, self.dir / "parsl", pilot_config, self.task_retries, self.label)
         if self.provider.autoscale is not None and self.starts_pilots:
             self._autoscaling = threading.Event()
@@ -206,9 +206,15 @@ class Session:
         logger.info("session open in %s: provider %s, %d block(s) to start", self.dir, self.provider.name,
                     self.provider.init_blocks)
 
+    @property
+    def settings_file(self) -> Path:
+        """The pilots' settings (written when the session has a model repository): its blocks'
+        pilots read them, and so does a task's local fallback server (client.fallback)."""
+        return self.dir / "pilot.json"
+
     def pilot_config_path(self) -> Path | None:
         """Where the blocks' pilots read their settings; None where blocks start no pilot."""
-        return self.dir / "pilot.json" if self.starts_pilots else None
+        return self.settings_file if self.starts_pilots else None
 
     def _described(self) -> str:
         return _named(self.workflow) if self.workflow is not None else f"the session in {self.dir}"

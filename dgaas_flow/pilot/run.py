@@ -115,10 +115,10 @@ def _is_resource_tracker(proc: psutil.Process) -> bool:
     return False
 
 
-def serve(config: PilotConfig, watch_pid: int | None = None) -> int:
+def serve(config: PilotConfig, watch_pid: int | None = None, block: str | None = None) -> int:
     """Run until signalled or, with watch_pid, until that process ends (a glidein killed without
     its cleanup must not leave a server holding the GPU)."""
-    pilot = Pilot(config)
+    pilot = Pilot(config, block=block)
     with stop_on_signals(pilot.stop):
         try:
             endpoint = pilot.start()
@@ -131,14 +131,16 @@ def serve(config: PilotConfig, watch_pid: int | None = None) -> int:
     raise AssertionError("unreachable")
 
 
-def start_daemon(serve_argv: list[str], state_dir: Path, timeout_s: float) -> tuple[Endpoint, Path]:
-    """Run `pilot serve` detached and return its endpoint once ready (or raise with its log)."""
+def start_daemon(serve_argv: list[str], state_dir: Path, timeout_s: float,
+                 env: dict[str, str] | None = None) -> tuple[Endpoint, Path]:
+    """Run `pilot serve` detached and return its endpoint once ready (or raise with its log);
+    `env`: its environment, default this process's."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "serve.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dgaas_flow", "pilot", "serve", *serve_argv],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )
     path = state_dir / f"dgaas-{os.uname().nodename}-{proc.pid}.json"
     deadline = time.monotonic() + timeout_s + 10

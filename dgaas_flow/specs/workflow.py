@@ -71,6 +71,11 @@ class ClientSettings(Strict):
     token_file: Path | None = Field(
         None, description="bearer token file for the gateway; default: DGAAS_TOKEN, then WLCG token discovery"
     )
+    fallback: Literal["none", "local"] = Field(
+        "none", description="when no pilot serves (the node's is gone or restarting, no other answers): none: "
+        "the request fails and is retried; local: a task starts a Triton server on its own node's CPUs from "
+        "the session's pilot settings, shared by the node's workers (CMS SONIC's local fallback)",
+    )
 
 
 class ServerSpec(Strict):

@@ -2,9 +2,7 @@
 fail-over between pilots, draining before a block's end, autoscaling on Triton's queue time.
 Each campaign ends with an exact check of results.jsonl: every item once, none failed.
 
-The digits model answers thousands of items a second here, faster than a block starts or ends; a
-preprocess hook (`pace.py`, the kind of per-batch work a user's own preprocessing does) makes each
-campaign last long enough for blocks to come, fail and go while it runs, on any machine."""
+Each campaign is paced (tests.conftest.paced_workflow) so that blocks come, fail and go while it runs."""
 
 from __future__ import annotations
 
@@ -14,25 +12,17 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from dgaas_flow.pilot.endpoint import read_registry
-from tests.conftest import WORKFLOW, copy_workflow, wait_for
-from tests.integration.test_faults import many_images
+from tests.conftest import WORKFLOW, paced_workflow, wait_for
+from tests.integration.test_faults import many_images, start_run
 from tests.integration.test_slurm import PROFILE, slurm_cluster  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.elastic, pytest.mark.usefixtures("slurm_cluster")]
-
-
-PACE = """import time
-
-
-def slow(batch):
-    time.sleep({seconds})
-    return batch
-"""
 
 
 def elastic_workflow(tmp_path: Path, images: Path, profile: str = "", workflow: str = "",
@@ -44,14 +34,7 @@ def elastic_workflow(tmp_path: Path, images: Path, profile: str = "", workflow: 
     provider.write_text(PROFILE.read_text() + profile)
     text = WORKFLOW.read_text().replace("provider: local", f"provider: {provider}")
     text = text.replace("chunk_size: auto", f"chunk_size: {chunk_size}")
-    path = copy_workflow(tmp_path / "wf", text + f"preprocess: pace:slow\n{workflow}", images)
-    (path.parent / "pace.py").write_text(PACE.format(seconds=pace_s))
-    return path
-
-
-def start_run(path: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dgaas_flow", "run", str(path), "--out", str(out),
-                             "--progress", "log"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return paced_workflow(tmp_path / "wf", text + workflow, images, pace_s)
 
 
 def results(out: Path) -> list[dict]:
@@ -114,6 +97,11 @@ def test_blocks_drain_before_their_walltime_and_the_campaign_loses_nothing(tmp_p
     assert drained, "no pilot drained: the campaign did not cross a block's end"
     assert all(e.ends_at and e.draining_since < e.ends_at for e in drained)
     assert all(e.state == "stopped" for e in drained)
+    # a drained block ends early, and the scheduler is asked again within status_poll_s: its
+    # replacement starts before the drained block's walltime would have freed the slot
+    first = min(drained, key=lambda e: e.draining_since)
+    started = [datetime.fromisoformat(e.started_at).timestamp() for e in pilots]
+    assert any(first.draining_since < t < first.ends_at for t in started), "no block replaced a drained one early"
 
 
 AUTOSCALE = """  init_blocks: 1
