@@ -55,7 +55,7 @@ from dgaas_flow.gateway.targets import (
 from dgaas_flow.gateway.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_LIFETIME_S, jwks, load_public_keys
 from dgaas_flow.pilot.launch import SECRET_HEADER
 from dgaas_flow.pilot.ports import free_ports
-from dgaas_flow.processes import http_get, log_tail, open_private, private_child, stop_group, write_atomic
+from dgaas_flow.processes import Service, http_get, log_tail, open_private, private_child, stop_group, write_atomic
 
 STATE_FILE = "gateway.json"
 ADMIN_SOCKET = "admin.sock"
@@ -176,7 +176,7 @@ def sources_from(settings: GatewaySettings) -> list[Source]:
     return sources
 
 
-class Gateway:
+class Gateway(Service):
     def __init__(self, settings: GatewaySettings, state_dir: Path, sources: list[Source] | None = None):
         if settings.jwks is None:
             raise UserError("GatewaySettings.jwks: give the JWKS (or PEM key) that tokens are checked against")
@@ -265,13 +265,6 @@ class Gateway:
         self._terminate()
         if self.state.state != "failed":
             self._set_state("stopped")
-
-    def __enter__(self) -> Gateway:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def envoy_pid(self) -> int | None:

@@ -8,6 +8,7 @@ a reader from another package plugs in by `module:Class` or an entry point (dgaa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
@@ -62,3 +63,23 @@ def require(module: str, fmt: str) -> Any:
     except ImportError:
         raise ImportError(f"format {fmt} needs the {module.split('.')[0]} package: "
                           f"pip install 'dgaas-flow[formats]'") from None
+
+
+class OpenFile:
+    """The one file a reader has open: a task reads its chunk's files one after another, so the
+    previous one is closed when another is asked for (a reader of thousands of files must not
+    hold them all open)."""
+
+    def __init__(self, opener: Callable[[str], Any]) -> None:
+        self._opener = opener
+        self._path: str | None = None
+        self._file: Any = None
+
+    def get(self, path: str) -> Any:
+        if path != self._path:
+            if self._file is not None:
+                self._file.close()
+            self._file, self._path = None, None
+            self._file = self._opener(path)
+            self._path = path
+        return self._file

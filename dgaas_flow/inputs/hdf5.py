@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from dgaas_flow.inputs.base import Batch, InputBase, require
+from dgaas_flow.inputs.base import Batch, InputBase, OpenFile, require
 
 
 class Hdf5Spec(InputBase):
@@ -25,18 +25,10 @@ class Hdf5Reader:
 
     def __init__(self, datasets: list[str] | None = None, group: str = "/"):
         self.datasets, self.group = datasets, group
-        self._open_path: str | None = None
-        self._file: Any = None
+        self._file = OpenFile(lambda path: require("h5py", "hdf5").File(path, "r"))
 
     def _open(self, path: str) -> Any:
-        if path != self._open_path:
-            h5py = require("h5py", "hdf5")
-            if self._file is not None:
-                self._file.close()
-            self._file, self._open_path = None, None
-            self._file = h5py.File(path, "r")
-            self._open_path = path
-        return self._file
+        return self._file.get(path)
 
     def _datasets(self, f: Any) -> dict[str, Any]:
         h5py = require("h5py", "hdf5")

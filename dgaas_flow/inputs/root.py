@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from dgaas_flow.inputs.base import Batch, InputBase, require
+from dgaas_flow.inputs.base import Batch, InputBase, OpenFile, require
 
 
 class RootSpec(InputBase):
@@ -33,22 +33,14 @@ class RootReader:
     def __init__(self, tree: str, branches: list[str] | None = None, jagged_length: int | None = None,
                  mask: str = "mask"):
         self.tree, self.branches, self.jagged_length, self.mask = tree, branches, jagged_length, mask
-        self._path: str | None = None
-        self._file: Any = None
+        self._file = OpenFile(lambda path: require("uproot", "root").open(path))
 
     def _tree(self, path: str) -> Any:
-        uproot = require("uproot", "root")
-        if path != self._path:
-            if self._file is not None:
-                self._file.close()
-            self._file, self._path = None, None
-            self._file = uproot.open(path)
-            self._path = path
+        file = self._file.get(path)
         try:
-            return self._file[self.tree]
+            return file[self.tree]
         except KeyError:
-            raise KeyError(f"no tree {self.tree!r} in the file (it holds {list(self._file.keys(cycle=False))})") \
-                from None
+            raise KeyError(f"no tree {self.tree!r} in the file (it holds {list(file.keys(cycle=False))})") from None
 
     def count(self, path: str) -> int | None:
         try:

@@ -34,6 +34,7 @@ from dgaas_flow.pilot.launch import SECRET_HEADER, LaunchPlan, Ports, plan_launc
 from dgaas_flow.pilot.ports import free_ports
 from dgaas_flow.pilot.settings import PilotConfig
 from dgaas_flow.processes import (
+    Service,
     http_get,
     http_post,
     log_tail,
@@ -76,7 +77,7 @@ def detect_gpus(environ: os._Environ | dict[str, str] = os.environ) -> list[str]
 _PILOTS_IN_PROCESS = itertools.count()
 
 
-class Pilot:
+class Pilot(Service):
     def __init__(self, config: PilotConfig, block: str | None = None, gpus: list[str] | None = None):
         self.config = config
         self.gpus = detect_gpus() if gpus is None else gpus
@@ -170,13 +171,6 @@ class Pilot:
             self._thread.join()
         elif self._thread.ident is None:
             self._set_state("stopped")
-
-    def __enter__(self) -> Pilot:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def drain_at(self) -> float | None:

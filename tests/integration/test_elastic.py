@@ -12,12 +12,14 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from dgaas_flow.pilot.endpoint import read_registry
+from dgaas_flow.pilot.endpoint import Endpoint, read_registry
 from tests.conftest import WORKFLOW, paced_workflow, wait_for
 from tests.integration.test_faults import many_images, start_run
 from tests.integration.test_slurm import PROFILE, slurm_cluster  # noqa: F401 - the fixture
@@ -42,6 +44,19 @@ def results(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.open()] if path.exists() else []
 
 
+@contextmanager
+def server_down(pilot: Endpoint) -> Iterator[None]:
+    """The pilot's server killed while the pilot itself is stopped, so that it cannot restart it
+    at once (a CPU Triton restarts within a retry's backoff; on a GPU a GPU reset or a big model's
+    reload keeps it away for minutes); the pilot goes on, and restarts it, when the block ends."""
+    os.kill(pilot.supervisor_pid, signal.SIGSTOP)
+    try:
+        os.kill(pilot.pid, signal.SIGKILL)
+        yield
+    finally:
+        os.kill(pilot.supervisor_pid, signal.SIGCONT)
+
+
 def exactly_once(out: Path, expected: int) -> dict:
     ids = Counter(r["id"] for r in results(out))
     assert len(ids) == expected and set(ids.values()) == {1}, "items lost or duplicated"
@@ -51,10 +66,9 @@ def exactly_once(out: Path, expected: int) -> dict:
 
 
 def test_a_pilot_whose_server_dies_sends_its_requests_to_the_other_meanwhile(tmp_path, digits_data):
-    """Block 1's server is killed while its pilot cannot restart it at once (here the pilot is
-    stopped for a while: on a GPU a big model takes minutes to load again): the tasks of block 1
-    send their requests to block 0's pilot meanwhile, instead of failing or waiting; once the
-    pilot restarts its server the campaign ends with every item once."""
+    """Block 1's server is down for a while (`server_down`): the tasks of block 1 send their
+    requests to block 0's pilot meanwhile, instead of failing or waiting; once the pilot restarts
+    its server the campaign ends with every item once."""
     images = many_images(tmp_path / "images", digits_data / "images", 6000)
     out = tmp_path / "run"
     driver = start_run(elastic_workflow(tmp_path, images), out)
@@ -64,12 +78,8 @@ def test_a_pilot_whose_server_dies_sends_its_requests_to_the_other_meanwhile(tmp
     victim = next(e for e in ready if e.block == "1")
     survivor = next(e for e in ready if e.block == "0")
     moved = lambda: [r for r in results(out) if r["block"] == "1" and r["pilot"] == survivor.http_url]  # noqa: E731
-    os.kill(victim.supervisor_pid, signal.SIGSTOP)
-    try:
-        os.kill(victim.pid, signal.SIGKILL)
+    with server_down(victim):
         wait_for(moved, timeout=60, what="a request of block 1 answered by block 0's pilot")
-    finally:
-        os.kill(victim.supervisor_pid, signal.SIGCONT)
     done_at_kill = len(results(out))
     _, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err

@@ -1,15 +1,12 @@
 """`client.fallback: local` (CMS SONIC's last resort), on the local provider with the real Triton.
 
-The node's pilot cannot serve for a while (its server is killed while the pilot is stopped, as a
-GPU reset or a long model reload would keep it away) and there is no other pilot: a task starts a
+The node's pilot cannot serve for a while (`server_down`) and there is no other pilot: a task starts a
 Triton server on its own node from the session's pilot settings, the node's other worker uses the
 same one, and the campaign ends with every item once, none failed; the fallback stops with the
 worker that started it."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 
 import pytest
@@ -17,7 +14,7 @@ import pytest
 from dgaas_flow.pilot.endpoint import read_registry
 from dgaas_flow.pilot.fallback import FALLBACK_BLOCK
 from tests.conftest import WORKFLOW, paced_workflow, wait_for
-from tests.integration.test_elastic import exactly_once, results
+from tests.integration.test_elastic import exactly_once, results, server_down
 from tests.integration.test_faults import many_images, start_run
 
 pytestmark = pytest.mark.integration
@@ -33,12 +30,8 @@ def test_with_no_pilot_serving_tasks_start_one_local_fallback_server_and_lose_no
     (pilot,) = wait_for(lambda: results(out) and [e for e in read_registry(out / "pilots") if e.state == "ready"],
                         timeout=120, what="the pilot ready and a first result")
     elsewhere = lambda: [r for r in results(out) if r["pilot"] != pilot.http_url]  # noqa: E731
-    os.kill(pilot.supervisor_pid, signal.SIGSTOP)
-    try:
-        os.kill(pilot.pid, signal.SIGKILL)
+    with server_down(pilot):
         wait_for(elsewhere, timeout=120, what="results from a fallback server")
-    finally:
-        os.kill(pilot.supervisor_pid, signal.SIGCONT)
     _, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err
     exactly_once(out, 6000)
