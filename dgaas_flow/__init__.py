@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # what a type checker sees of the names imported on first use
     from dgaas_flow.apps.client import PilotClient, triton_client
     from dgaas_flow.apps.executor import pilot_executor
     from dgaas_flow.apps.tasks import InferRequest, infer_chunk, infer_items
+    from dgaas_flow.campaign.elastic import autoscaling
     from dgaas_flow.campaign.fanout import run_campaign
     from dgaas_flow.campaign.session import Session
     from dgaas_flow.campaign.summary import format_summary
@@ -50,6 +51,7 @@ _EXPORTS = {
     "format_summary": "dgaas_flow.campaign.summary",
     "Session": "dgaas_flow.campaign.session",
     "pilot_executor": "dgaas_flow.apps.executor",
+    "autoscaling": "dgaas_flow.campaign.elastic",
     "triton_client": "dgaas_flow.apps.client",
     "PilotClient": "dgaas_flow.apps.client",
     "infer_chunk": "dgaas_flow.apps.tasks",
@@ -73,6 +75,7 @@ __all__ = [
     "TritonSettings",
     "UserError",
     "Workflow",
+    "autoscaling",
     "format_summary",
     "infer_chunk",
     "infer_items",

@@ -90,3 +90,27 @@ def test_break_even_is_the_most_clients_below_target():
     assert break_even(steps, 20.0) == {"target_ms": 20.0, "clients_per_pilot": 4, "items_per_second_per_pilot": 400.0,
                                        "crossed_at_clients": 8, "crossed": True}
     assert break_even(steps[:2], 20.0)["crossed"] is False
+
+
+def test_the_break_even_ratio_adds_pilots_for_clients_before_any_queue_and_keeps_them():
+    """clients_per_pilot (a break-even found by `scale-test --break-even`): 10 client workers at 4
+    per pilot need 3 pilot blocks, added one per cooldown even while the queue time is low, and
+    idle pilots are not released below that; with 4 clients, down to 1."""
+    spec = AutoscaleSpec(target=20, window_s=10, cooldown_s=30, idle_s=20, clients_per_pilot=4)
+    ctl, blocks = Autoscaler(spec, min_blocks=1, max_blocks=5), 1
+    idle = {"p0": {"queue_us": 0.0, "executions": 0.0}}
+
+    def ticks(start: float, clients: int) -> list[Decision]:
+        nonlocal blocks
+        made = []
+        for t in range(200):
+            d = ctl.observe(start + t, idle, blocks, waiting=0, clients=clients)
+            if d:
+                made.append(d)
+                blocks = d.blocks_after
+        return made
+
+    made = ticks(0.0, clients=10)
+    assert [(d.action, d.blocks_after) for d in made] == [("scale_out", 2), ("scale_out", 3)]
+    assert "10 client workers need 3 pilot(s)" in made[0].why
+    assert [(d.action, d.blocks_after) for d in ticks(200.0, clients=4)] == [("scale_in", 2), ("scale_in", 1)]

@@ -15,7 +15,10 @@ Rules (one decision per tick at most, none within cooldown_s of the previous cha
   blocks < max_blocks;
 - scale in by one block when a pilot served nothing for idle_s (no execution), no task waits or
   the metric is below target / 2 (hysteresis: no flapping around the target), and blocks >
-  min_blocks.
+  min_blocks;
+- with `clients_per_pilot` (a scale test's break-even), blocks follow the client workers too:
+  one more when the clients need more pilots than there are blocks (before any queue builds
+  up), and none released below what they need.
 """
 
 from __future__ import annotations
@@ -101,10 +104,16 @@ class Autoscaler:
         ticks = [s[1] / s[2] / 1000.0 for s in window if s[2]]
         return bool(ticks) and min(ticks) > self.spec.target
 
+    def needed(self, clients: int) -> int:
+        """The pilot blocks `clients` client workers need at the break-even ratio (0: no ratio)."""
+        ratio = self.spec.clients_per_pilot
+        return min(self.max_blocks, -(-clients // ratio)) if ratio else 0
+
     def observe(self, now: float, counters: Mapping[Any, Mapping[str, float]], blocks: int,
-                waiting: int) -> Decision | None:
+                waiting: int, clients: int = 0) -> Decision | None:
         """One tick: the serving pilots' cumulative counters (by pilot), the executor's active
-        blocks, the tasks waiting for a worker. Returns the decision taken, if any."""
+        blocks, the tasks waiting for a worker, the client workers (for `clients_per_pilot`).
+        Returns the decision taken, if any."""
         if self.first_seen is None:
             self.first_seen = now
         dq = dx = 0.0
@@ -131,11 +140,16 @@ class Autoscaler:
         if now - self.last_change < self.spec.cooldown_s:
             return None
         target = self.spec.target
+        needed = self.needed(clients)
+        if blocks < needed:
+            return self._decide(now, "scale_out", metric, blocks, blocks + 1,
+                                f"{clients} client workers need {needed} pilot(s) at "
+                                f"{self.spec.clients_per_pilot} clients per pilot (the break-even)")
         if waiting > 0 and blocks < self.max_blocks and self._above_for_window(now):
             return self._decide(now, "scale_out", metric, blocks, blocks + 1,
                                 f"queue time above {target:g} ms for {self.spec.window_s:g} s with {waiting} "
                                 "task(s) waiting")
-        if idle and blocks > self.min_blocks and (waiting == 0 or (metric or 0.0) < target / 2):
+        if idle and blocks > max(self.min_blocks, needed) and (waiting == 0 or (metric or 0.0) < target / 2):
             return self._decide(now, "scale_in", metric, blocks, blocks - 1,
                                 f"{idle} pilot(s) served nothing for {self.spec.idle_s:g} s")
         return None

@@ -7,9 +7,7 @@ without a session opens one of its own."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -22,7 +20,7 @@ from parsl.dataflow.dflow import DataFlowKernel
 from parsl.dataflow.futures import AppFuture
 from parsl.errors import NoDataFlowKernelError
 
-from dgaas_flow.campaign.autoscaler import DECISIONS, Autoscaler
+from dgaas_flow.campaign.elastic import AutoscaleLoop
 from dgaas_flow.errors import PilotError, UserError
 from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
 from dgaas_flow.pilot.settings import PilotConfig, TritonSettings
@@ -154,7 +152,7 @@ class Session:
         self._apps: dict[Callable[..., Any], Any] = {}  # the user's functions made Parsl apps, once each
         self._silent: set[tuple[str, str | None, str]] = set()  # pilots that did not answer a counter request
         self._abandoned: list[cf.Future] = []  # the tasks an interrupted campaign left running
-        self._autoscaling: threading.Event | None = None  # set to stop the autoscaler's thread
+        self._autoscaling: AutoscaleLoop | None = None
 
     @classmethod
     def for_workflows(cls, workflows: Sequence[Workflow], out: str | Path | None = None) -> Session:
@@ -200,9 +198,8 @@ class Session:
         pilot_config = self.pilot_config_path()
         self._dfk = load_parsl(self.provider, self.dir / "parsl", pilot_config, self.task_retries, self.label)
         if self.provider.autoscale is not None and self.starts_pilots:
-            self._autoscaling = threading.Event()
-            threading.Thread(target=self._autoscale, args=(self._autoscaling,), name="autoscaler",
-                             daemon=True).start()
+            self._autoscaling = AutoscaleLoop(self.executor(), log=self.dir / "autoscale.jsonl",
+                                              since=self.started_at).start()
         logger.info("session open in %s: provider %s, %d block(s) to start", self.dir, self.provider.name,
                     self.provider.init_blocks)
 
@@ -352,7 +349,7 @@ class Session:
         # closed while apps are still being submitted (an error in the `with` body) would have a
         # launch write to a closed socket, which aborts the interpreter. Launches stop first.
         if self._autoscaling is not None:
-            self._autoscaling.set()
+            self._autoscaling.stop()
             self._autoscaling = None
         launches = getattr(self._dfk, "_task_launch_pool", None)
         if launches is not None:
@@ -363,38 +360,6 @@ class Session:
             parsl.clear()
             self._dfk, self._abandoned, self._silent = None, [], set()
             self._wait_for_pilots()
-
-    def _autoscale(self, stop: threading.Event) -> None:
-        """The autoscaler's loop: feed it the serving pilots' counters every tick_s and apply its
-        decisions to the executor; each is logged, written to the session's autoscale.jsonl and
-        published (campaign.autoscaler.DECISIONS) for the campaign's timeline and progress."""
-        spec = self.provider.autoscale
-        assert spec is not None
-        ctl = Autoscaler(spec, self.provider.min_blocks if spec.min_blocks is None else spec.min_blocks,
-                         spec.max_blocks or self.provider.max_blocks)
-        slots = self.provider.workers_per_node * self.provider.nodes_per_block
-        while not stop.wait(spec.tick_s):
-            executor = self.executor()
-            if executor is None:
-                return
-            try:
-                blocks = executor.active_blocks()
-                waiting = max(0, executor.outstanding() - blocks * slots)
-                counters = {e.key: e.metrics for e in self._ready()}
-                decision = ctl.observe(time.monotonic(), counters, blocks, waiting)
-                if decision is None:
-                    continue
-                if decision.action == "scale_out":
-                    executor.controller_scale_out(1)
-                else:
-                    executor.scale_in_facade(1, max_idletime=spec.idle_s)
-            except Exception:  # noqa: BLE001 - the autoscaler must never take the session down
-                logger.exception("autoscaler tick failed")
-                continue
-            logger.warning(decision.line())
-            DECISIONS.publish(decision)
-            with open(self.dir / "autoscale.jsonl", "a") as log:
-                log.write(json.dumps(decision.record()) + "\n")
 
     def _wait_for_pilots(self) -> None:
         deadline = time.monotonic() + PILOT_STOP_WAIT_S

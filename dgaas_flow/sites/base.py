@@ -30,6 +30,10 @@ class AutoscaleSpec(BaseModel):
     min_blocks: int | None = Field(None, ge=0, description="blocks kept at least; default: the profile's min_blocks")
     max_blocks: int | None = Field(None, ge=1, description="blocks at most; default: the profile's max_blocks")
     tick_s: float = Field(2.0, gt=0, description="how often the pilots' counters are read")
+    clients_per_pilot: int | None = Field(
+        None, ge=1, description="a scale test's break-even (`scale-test --break-even`): keep at least one pilot "
+        "block per this many client workers, whatever the queue time says (None: the queue time alone)",
+    )
 
 
 class ProviderBase(BaseModel):

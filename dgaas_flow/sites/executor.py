@@ -21,7 +21,8 @@ from parsl.jobs.states import JobState
 from parsl.logconfigs.file import FileLogging
 
 from dgaas_flow.errors import UserError
-from dgaas_flow.sites.base import ProviderBase
+from dgaas_flow.pilot.settings import PilotConfig
+from dgaas_flow.sites.base import AutoscaleSpec, ProviderBase
 from dgaas_flow.sites.submissions import Submissions, scheduler_message
 
 EXECUTOR_LABEL = "dgaas"
@@ -90,17 +91,30 @@ class PilotExecutor(HighThroughputExecutor):
     counting as failed blocks that end in every task failing. Blocks that did start and failed
     still go to Parsl's windowed error handler (three failed blocks in a row end the executor).
     The scheduler is asked how the blocks are every `status_poll_s` (Parsl's SLURM and HTCondor
-    providers fix 60 s): a block whose pilot drained and ended early is replaced that soon."""
+    providers fix 60 s): a block whose pilot drained and ended early is replaced that soon.
 
-    def __init__(self, *args: object, submit_retry_s: float = 300.0, controlled: bool = False,
-                 status_poll_s: float | None = None, **kwargs: object) -> None:
+    With `autoscale` (the profile's), the autoscaler (`campaign.elastic`) owns the number of
+    blocks: it sets a floor, which Parsl's strategy keeps (replacing lost blocks, never scaling
+    in below it, never out above it, even for an executor without tasks, whose pilots serve
+    other executors' apps through the gateway); `registry` is where the pilots publish."""
+
+    def __init__(self, *args: object, submit_retry_s: float = 300.0, autoscale: AutoscaleSpec | None = None,
+                 registry: Path | None = None, status_poll_s: float | None = None,
+                 **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.submissions = Submissions(submit_retry_s)
         self.status_poll_s = status_poll_s
-        # with an autoscaler, Parsl's strategy keeps only init_blocks (and replaces lost ones);
-        # more come from the controller (`controller_scale_out`)
-        self.controlled = controlled
+        self.autoscale, self.registry = autoscale, registry
         self._by_controller = threading.local()
+        if autoscale is not None:
+            self.floor_min = self.provider.min_blocks if autoscale.min_blocks is None else autoscale.min_blocks
+            self.max_blocks = autoscale.max_blocks or self.provider.max_blocks
+            self._floor(max(self.provider.init_blocks, self.floor_min))
+
+    def _floor(self, blocks: int) -> None:
+        """Parsl's strategy keeps at least `blocks` (its min_blocks) and adds none beyond them."""
+        self.floor = blocks
+        self.provider.min_blocks = blocks
 
     @property
     def status_polling_interval(self) -> float:
@@ -111,16 +125,21 @@ class PilotExecutor(HighThroughputExecutor):
         return sum(1 for s in self.status_facade.values() if s.state in (JobState.RUNNING, JobState.PENDING))
 
     def controller_scale_out(self, n: int) -> list[str]:
+        self._floor(min(self.max_blocks, self.floor + n))
         self._by_controller.on = True
         try:
             return self.scale_out_facade(n)
         finally:
             self._by_controller.on = False
 
+    def controller_scale_in(self, n: int, max_idletime: float | None = None) -> list[str]:
+        self._floor(max(self.floor_min, self.floor - n))
+        return self.scale_in_facade(n, max_idletime=max_idletime)
+
     def scale_out_facade(self, n: int) -> list[str]:
         """Submit up to n blocks one at a time, stopping at the first the scheduler refuses."""
-        if self.controlled and not getattr(self._by_controller, "on", False):
-            n = min(n, max(0, self.provider.init_blocks - self.active_blocks()))
+        if self.autoscale is not None and not getattr(self._by_controller, "on", False):
+            n = min(n, max(0, self.floor - self.active_blocks()))
         started: list[str] = []
         for _ in range(n):
             if not self.submissions.may_submit():
@@ -150,6 +169,7 @@ def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EX
     """The executor whose every block (node) starts one pilot with `pilot_config` before its
     workers, or none (None: the tasks find a server elsewhere); `environment` is exported to
     the workers."""
+    registry = PilotConfig.model_validate_json(pilot_config.read_text()).registry if pilot_config else None
     return PilotExecutor(
         label=label,
         address=spec.address or spec.default_address,
@@ -168,7 +188,8 @@ def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EX
         heartbeat_period=max(1, spec.heartbeat_threshold_s // 5),
         heartbeat_threshold=spec.heartbeat_threshold_s,
         submit_retry_s=spec.submit_retry_s,
-        controlled=spec.autoscale is not None,
+        autoscale=spec.autoscale if pilot_config else None,  # it scales pilots: blocks without one follow Parsl
+        registry=registry,
         status_poll_s=spec.status_poll_s,
     )
 
