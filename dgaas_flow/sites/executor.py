@@ -169,7 +169,11 @@ def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EX
     """The executor whose every block (node) starts one pilot with `pilot_config` before its
     workers, or none (None: the tasks find a server elsewhere); `environment` is exported to
     the workers."""
-    registry = PilotConfig.model_validate_json(pilot_config.read_text()).registry if pilot_config else None
+    autoscale = spec.autoscale if pilot_config else None  # it scales pilots: blocks without one follow Parsl
+    # the autoscaler reads the pilots' counters where they publish them
+    registry = None
+    if autoscale is not None and pilot_config is not None:
+        registry = PilotConfig.model_validate_json(pilot_config.read_text()).registry
     return PilotExecutor(
         label=label,
         address=spec.address or spec.default_address,
@@ -188,7 +192,7 @@ def make_executor(spec: ProviderBase, pilot_config: Path | None, label: str = EX
         heartbeat_period=max(1, spec.heartbeat_threshold_s // 5),
         heartbeat_threshold=spec.heartbeat_threshold_s,
         submit_retry_s=spec.submit_retry_s,
-        autoscale=spec.autoscale if pilot_config else None,  # it scales pilots: blocks without one follow Parsl
+        autoscale=autoscale,
         registry=registry,
         status_poll_s=spec.status_poll_s,
     )
