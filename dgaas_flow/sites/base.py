@@ -91,6 +91,11 @@ class ProviderBase(BaseModel):
         return dict(init_blocks=self.init_blocks, min_blocks=self.min_blocks, max_blocks=self.max_blocks,
                     nodes_per_block=self.nodes_per_block, worker_init=worker_init)
 
+    def block_lines(self) -> list[str]:
+        """Shell lines a block of this kind runs first (e.g. exporting when it ends, DGAAS_BLOCK_END,
+        where the scheduler does not tell the job itself)."""
+        return []
+
     def parsl_provider(self, worker_init: str) -> ExecutionProvider:
         """The Parsl provider whose blocks this profile describes; `worker_init` is the complete
         shell preamble of a block (see `sites.executor.worker_init`)."""

@@ -81,7 +81,8 @@ def worker_init(spec: ProviderBase, environment: dict[str, str] | None = None) -
     worker_init, which follows, may call its tools), and export `environment` to the workers."""
     bin_dir = Path(python_on_nodes(spec)).parent
     exports = [f"export {name}={shlex.quote(value)}" for name, value in (environment or {}).items()]
-    lines = [FORWARD_TERM, f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"', *exports, spec.worker_init]
+    lines = [FORWARD_TERM, f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"', *spec.block_lines(), *exports,
+             spec.worker_init]
     return "\n".join(filter(None, lines))
 
 

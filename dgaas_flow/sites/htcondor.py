@@ -19,13 +19,41 @@ class CondorProviderSpec(ProviderBase):
     requirements: str = Field("", description="ClassAd expression the slots must match")
     singularity_image: str | None = Field(None, description="+SingularityImage of the block jobs")
     submit_lines: list[str] = Field(default_factory=list, description="extra submit description lines")
+    walltime: str | None = Field(
+        None, pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$", description="[D-]HH:MM:SS a block may run: the schedd "
+        "removes its job after that (periodic_remove) and its pilot drains triton.drain_s before; None: no "
+        "limit but the pool's own policy (a glidein's end is read from GLIDEIN_ToDie)",
+    )
+
+    @property
+    def walltime_s(self) -> int | None:
+        if self.walltime is None:
+            return None
+        days, _, clock = self.walltime.rpartition("-")
+        hours, minutes, seconds = (int(x) for x in clock.split(":"))
+        return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+
+    def block_lines(self) -> list[str]:
+        """HTCondor does not tell a job when it will be removed: the block says so itself."""
+        if self.walltime_s is None:
+            return []
+        return [f"export DGAAS_BLOCK_END=$(( $(date +%s) + {self.walltime_s} ))"]
 
     def job_requirements(self) -> str:
         return self.requirements
 
     def job_submit_lines(self) -> list[str]:
-        """request_GPUs, the image and the profile's own lines."""
-        lines = [f"request_GPUs = {self.gpus_per_node}"] if self.gpus_per_node else []
+        """request_GPUs, how long an ended job stays, the walltime's removal, the image and the
+        profile's own lines. Parsl's submit file keeps every job in the queue once it ends
+        (`leave_in_queue = TRUE`, so that its status poll sees it end): a block that ended on its
+        own (drained, its walltime) would stay in the user's queue for good; here it leaves once
+        several status polls have seen it (a later line of a submit file wins)."""
+        keep_s = max(30, round(3 * min(60.0, self.status_poll_s or 60.0)))
+        lines = [f"leave_in_queue = (JobStatus == 4) && ((time() - EnteredCurrentStatus) < {keep_s})"]
+        if self.gpus_per_node:
+            lines.append(f"request_GPUs = {self.gpus_per_node}")
+        if self.walltime_s is not None:  # evaluated by the schedd every PERIODIC_EXPR_INTERVAL (60 s by default)
+            lines.append(f"periodic_remove = (JobStatus == 2) && (time() - EnteredCurrentStatus > {self.walltime_s})")
         if self.singularity_image:
             lines.append(f'+SingularityImage = "{self.singularity_image}"')
         return lines + self.submit_lines

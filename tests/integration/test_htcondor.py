@@ -9,11 +9,15 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DIGITS, ROOT, WORKFLOW, copy_workflow, run_cli, wait_for
+from dgaas_flow.pilot.endpoint import read_registry
+from tests.conftest import DIGITS, ROOT, WORKFLOW, copy_workflow, paced_workflow, run_cli, wait_for
+from tests.integration.test_elastic import exactly_once
+from tests.integration.test_faults import many_images, start_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.htcondor]
 CLUSTER = ROOT / "tests" / "clusters" / "htcondor"
@@ -150,3 +154,38 @@ def test_glideinwms_blocks_run_only_where_the_glidein_started_triton(htcondor_po
             reconfigure_startd(htcondor_pool, [])
         finally:  # the glidein's server goes even if the pool cannot be reconfigured
             assert glidein.cleanup().returncode == 0
+
+
+def test_a_block_with_a_walltime_drains_before_the_schedd_removes_it(htcondor_pool, tmp_path, digits_data,
+                                                                       monkeypatch):
+    """`walltime` on an HTCondor profile: the block's job carries a periodic_remove after it, and
+    the block tells its pilot when that is (HTCondor does not tell a job), so the pilot drains
+    `drain_s` before; replacement blocks take over, the campaign loses nothing, and the ended
+    jobs leave the queue (the fixture checks it is empty afterwards)."""
+    profile = tmp_path / "htcondor.yaml"
+    profile.write_text((ROOT / "providers" / "htcondor-local.yaml").read_text() + '  walltime: "00:01:00"\n')
+    text = WORKFLOW.read_text().replace("provider: local", f"provider: {profile}").replace(
+        "chunk_size: auto", "chunk_size: 2") + "triton: {drain_s: 50}\n"
+    images = many_images(tmp_path / "images", digits_data / "images", 4000)
+    out = tmp_path / "run"
+    for name, value in htcondor_pool.items():  # the driver (start_run) and condor_q below see the pool
+        monkeypatch.setenv(name, value)
+    driver = start_run(paced_workflow(tmp_path / "wf", text, images), out)
+    try:
+        wait_for(lambda: "(time() - EnteredCurrentStatus > 60)" in subprocess.run(
+            ["condor_q", "-af:r", "PeriodicRemove"], capture_output=True, text=True).stdout,
+            timeout=120, what="a block job removed after its walltime")
+        _, err = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, err
+    exactly_once(out, 4000)
+    pilots = read_registry(out / "pilots")
+    drained = [e for e in pilots if e.draining_since is not None]
+    assert drained, "no pilot drained"
+    for e in drained:
+        lifetime = e.ends_at - datetime.fromisoformat(e.started_at).timestamp()
+        assert 50 < lifetime <= 61, "the pilot's block end is the job's start plus its walltime"
+        assert e.draining_since < e.ends_at and e.state == "stopped"
+    assert len(pilots) > 1, "replacement blocks took over"
