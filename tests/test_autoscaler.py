@@ -114,3 +114,24 @@ def test_the_break_even_ratio_adds_pilots_for_clients_before_any_queue_and_keeps
     assert [(d.action, d.blocks_after) for d in made] == [("scale_out", 2), ("scale_out", 3)]
     assert "10 client workers need 3 pilot(s)" in made[0].why
     assert [(d.action, d.blocks_after) for d in ticks(200.0, clients=4)] == [("scale_in", 2), ("scale_in", 1)]
+
+
+def test_a_busy_pilot_that_publishes_its_counters_seldom_is_not_idle():
+    """Pilots write their counters every triton.health_interval_s (5 s by default); ticks in
+    between read the same numbers. Judged by the pilot's own publications, a pilot busy in every
+    reading is never released, however long the gaps; one whose readings stop moving is."""
+    spec = AutoscaleSpec(target=20, window_s=10, cooldown_s=30, idle_s=3)
+    ctl, made = Autoscaler(spec, min_blocks=1, max_blocks=3), []
+    executions = 0.0
+    for t in range(100):
+        if t % 5 == 0:
+            executions += 50.0  # a reading every 5 s, each with new executions
+        counters = {"queue_us": executions * 10.0, "executions": executions, "published_at": 1000.0 + t - t % 5}
+        if d := ctl.observe(float(t), {"p0": counters}, 2, waiting=0):
+            made.append(d)
+    assert made == []
+    for t in range(100, 120):  # the readings go on, without executions: idle after 3 s of them
+        counters = {"queue_us": executions * 10.0, "executions": executions, "published_at": 1000.0 + t - t % 5}
+        if d := ctl.observe(float(t), {"p0": counters}, 2, waiting=0):
+            made.append(d)
+    assert [(d.action, d.blocks_after) for d in made] == [("scale_in", 1)]

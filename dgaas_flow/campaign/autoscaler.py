@@ -76,7 +76,8 @@ DECISIONS = DecisionFeed()
 @dataclass
 class _PilotSeries:
     last: tuple[float, float] | None = None  # (queue_us, executions) at the previous tick
-    last_busy: float = 0.0  # when it last executed something
+    last_busy: float = 0.0  # when a reading last showed executions (the pilot's publication time)
+    at: float = 0.0  # when the pilot published its latest reading
 
 
 @dataclass
@@ -111,15 +112,20 @@ class Autoscaler:
 
     def observe(self, now: float, counters: Mapping[Any, Mapping[str, float]], blocks: int,
                 waiting: int, clients: int = 0) -> Decision | None:
-        """One tick: the serving pilots' cumulative counters (by pilot), the executor's active
-        blocks, the tasks waiting for a worker, the client workers (for `clients_per_pilot`).
-        Returns the decision taken, if any."""
+        """One tick: the serving pilots' cumulative counters (by pilot; `published_at`: when the
+        pilot wrote them, on its own clock, default `now`), the executor's active blocks, the tasks
+        waiting for a worker, the client workers (for `clients_per_pilot`). Returns the decision
+        taken, if any. A pilot is idle when its readings show no execution over idle_s of its own
+        publications: between two of them (every triton.health_interval_s) a busy pilot's counters
+        do not move."""
         if self.first_seen is None:
             self.first_seen = now
         dq = dx = 0.0
         idle = 0
         for key, c in counters.items():
-            series = self.pilots.setdefault(key, _PilotSeries(last_busy=now))
+            at = c.get("published_at", now)
+            series = self.pilots.setdefault(key, _PilotSeries(last_busy=at))
+            series.at = at
             reading = (c.get("queue_us", 0.0), c.get("executions", 0.0))
             if series.last is not None:
                 q, x = reading[0] - series.last[0], reading[1] - series.last[1]
@@ -127,9 +133,9 @@ class Autoscaler:
                     q = x = 0.0
                 dq, dx = dq + q, dx + x
                 if x > 0:
-                    series.last_busy = now
+                    series.last_busy = at
             series.last = reading
-            if now - series.last_busy >= self.spec.idle_s:
+            if at - series.last_busy >= self.spec.idle_s:
                 idle += 1
         for key in set(self.pilots) - set(counters):
             del self.pilots[key]
@@ -160,5 +166,5 @@ class Autoscaler:
         self.samples.clear()  # the next decision judges the new pool of pilots
         self.first_seen = now
         for series in self.pilots.values():
-            series.last_busy = now
+            series.last_busy = series.at
         return Decision(time.time(), action, None if metric is None else round(metric, 3), before, after, why)

@@ -76,8 +76,8 @@ class AutoscaleLoop(Service):
 
     def tick(self) -> None:
         blocks = self.pilots.active_blocks()
-        counters = {e.key: e.metrics for e in read_registry(self.pilots.registry)
-                    if e.started_at >= self.since and e.serving()}
+        counters = {e.key: {**e.metrics, "published_at": e.heartbeat_at or time.time()}
+                    for e in read_registry(self.pilots.registry) if e.started_at >= self.since and e.serving()}
         decision = self.controller.observe(time.monotonic(), counters, blocks, waiting_tasks(self.clients),
                                            client_workers(self.clients))
         if decision is None:

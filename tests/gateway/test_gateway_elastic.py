@@ -70,7 +70,9 @@ def test_gpu_pilots_scale_on_queue_time_while_cpu_clients_reach_them_through_the
             parsl.clear()
     assert all(n > 0 for n in sent)
     made = [json.loads(line) for line in decisions.read_text().splitlines()]
-    assert (made[0]["action"], made[0]["blocks_before"], made[0]["blocks_after"]) == ("scale_out", 1, 2)
-    assert made[-1]["action"] == "scale_in" and made[-1]["blocks_after"] == 1
+    # one block more under the load, released once it stops: no flapping while pilots publish
+    # their counters every 5 s (triton.health_interval_s) and the autoscaler ticks every 0.5 s
+    assert [(d["action"], d["blocks_before"], d["blocks_after"]) for d in made] == [("scale_out", 1, 2),
+                                                                                   ("scale_in", 2, 1)]
     served = {e.block for e in read_registry(registry) if e.metrics.get("model/digits/requests", 0) > 0}
     assert served == {"0", "1"}, "the added pilot took traffic through the gateway"
