@@ -21,24 +21,23 @@ from parsl.jobs.states import JobState
 
 from dgaas_flow.campaign.autoscaler import DECISIONS, Autoscaler
 from dgaas_flow.errors import UserError
-from dgaas_flow.pilot.endpoint import read_registry
+from dgaas_flow.pilot.endpoint import pilots_since
 from dgaas_flow.processes import Service
 from dgaas_flow.sites.executor import PilotExecutor
 
 logger = logging.getLogger(__name__)
 
 
+def worker_slots(executor: Any, states: tuple[JobState, ...] = (JobState.RUNNING,)) -> int:
+    """The workers of a Parsl executor's blocks in these states (its workers_per_node may be
+    unbounded: then as many as a count can hold)."""
+    blocks = sum(1 for s in executor.status_facade.values() if s.state in states)
+    return int(min(blocks * executor.workers_per_node * executor.provider.nodes_per_block, 2**31))
+
+
 def waiting_tasks(executor: Any) -> int:
     """Tasks a Parsl executor holds beyond what the workers of its blocks (running or pending) run."""
-    blocks = sum(1 for s in executor.status_facade.values() if s.state in (JobState.RUNNING, JobState.PENDING))
-    slots = executor.workers_per_node * executor.provider.nodes_per_block
-    return max(0, executor.outstanding() - int(min(blocks * slots, 2**31)))
-
-
-def client_workers(executor: Any) -> int:
-    """The workers of an executor's running blocks."""
-    blocks = sum(1 for s in executor.status_facade.values() if s.state == JobState.RUNNING)
-    return int(min(blocks * executor.workers_per_node * executor.provider.nodes_per_block, 2**31))
+    return max(0, executor.outstanding() - worker_slots(executor, (JobState.RUNNING, JobState.PENDING)))
 
 
 class AutoscaleLoop(Service):
@@ -77,9 +76,9 @@ class AutoscaleLoop(Service):
     def tick(self) -> None:
         blocks = self.pilots.active_blocks()
         counters = {e.key: {**e.metrics, "published_at": e.heartbeat_at or time.time()}
-                    for e in read_registry(self.pilots.registry) if e.started_at >= self.since and e.serving()}
+                    for e in pilots_since(self.pilots.registry, self.since) if e.serving()}
         decision = self.controller.observe(time.monotonic(), counters, blocks, waiting_tasks(self.clients),
-                                           client_workers(self.clients))
+                                           worker_slots(self.clients))
         if decision is None:
             return
         if decision.action == "scale_out":

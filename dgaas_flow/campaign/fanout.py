@@ -21,13 +21,13 @@ from dgaas_flow.campaign import records
 from dgaas_flow.campaign.chunking import chunk_sizes
 from dgaas_flow.campaign.files import MANIFEST, PARTS, RESULTS, SUMMARY, TIMELINE, WORKFLOW
 from dgaas_flow.campaign.progress import Progress
-from dgaas_flow.campaign.session import Session, pilots_since
+from dgaas_flow.campaign.session import Session
 from dgaas_flow.campaign.sink import ResultsFile, ResultsParts
 from dgaas_flow.campaign.stats import RunStats, Timeline
 from dgaas_flow.campaign.summary import earlier_segments, summarize
 from dgaas_flow.errors import PilotError, UserError
 from dgaas_flow.inputs import FileSlice
-from dgaas_flow.pilot.endpoint import Endpoint, read_registry
+from dgaas_flow.pilot.endpoint import Endpoint, pilots_since, read_registry
 from dgaas_flow.specs import Workflow
 
 logger = logging.getLogger(__name__)

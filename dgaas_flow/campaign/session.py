@@ -22,7 +22,7 @@ from parsl.errors import NoDataFlowKernelError
 
 from dgaas_flow.campaign.elastic import AutoscaleLoop
 from dgaas_flow.errors import PilotError, UserError
-from dgaas_flow.pilot.endpoint import Endpoint, read_registry, request_metrics
+from dgaas_flow.pilot.endpoint import Endpoint, pilots_since, request_metrics
 from dgaas_flow.pilot.settings import PilotConfig, TritonSettings
 from dgaas_flow.sites import ProviderBase
 from dgaas_flow.sites.executor import EXECUTOR_LABEL
@@ -85,11 +85,6 @@ def _not_asked(pilots: list[Endpoint], served: set[str] | None) -> set[tuple[str
     if served is None or served - {url for e in pilots for url in (e.http_url, e.grpc_url) if url}:
         return set()
     return {e.key for e in pilots if not {e.http_url, e.grpc_url} & served}
-
-
-def pilots_since(registry: Path, since: str) -> list[Endpoint]:
-    """The pilots that started at or after `since` (an ISO time in seconds, as endpoints record)."""
-    return [e for e in read_registry(registry) if e.started_at >= since]
 
 
 class Session:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from dgaas_flow.campaign.files import MANIFEST, PARTS, RESULTS, SUMMARY
-from dgaas_flow.campaign.session import Session, pilots_since
+from dgaas_flow.campaign.session import Session
 from dgaas_flow.campaign.sink import Tally
 from dgaas_flow.campaign.stats import Latencies, RunStats
 from dgaas_flow.pilot import metrics
-from dgaas_flow.pilot.endpoint import Endpoint, read_registry
+from dgaas_flow.pilot.endpoint import Endpoint, pilots_since, read_registry
 from dgaas_flow.specs import Workflow
 
 logger = logging.getLogger(__name__)

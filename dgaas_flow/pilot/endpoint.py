@@ -135,6 +135,11 @@ def read_registry(registry: Path) -> list[Endpoint]:
     return sorted(found, key=lambda e: e.started_at)
 
 
+def pilots_since(registry: Path, since: str) -> list[Endpoint]:
+    """The pilots that started at or after `since` (an ISO time in seconds, as endpoints record)."""
+    return [e for e in read_registry(registry) if e.started_at >= since]
+
+
 def request_metrics(registry: Path) -> str:
     """Ask every pilot publishing into `registry` to read Triton's counters now (a campaign that
     ends in a session needs its own figures, not those of the last health probe); returns the

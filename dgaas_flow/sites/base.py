@@ -12,6 +12,9 @@ if TYPE_CHECKING:  # Parsl is imported by the translation alone: `dgaas-flow val
     from parsl.providers.base import ExecutionProvider
 
 
+WALLTIME_PATTERN = r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$"  # [D-]HH:MM:SS, as sbatch --time takes it
+
+
 class AutoscaleSpec(BaseModel):
     """Blocks follow Triton's own pressure instead of Parsl's task backlog (see
     `dgaas_flow.campaign.autoscaler`)."""

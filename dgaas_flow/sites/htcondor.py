@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from dgaas_flow.sites.base import ProviderBase
+from dgaas_flow.sites.base import WALLTIME_PATTERN, ProviderBase
 
 if TYPE_CHECKING:
     from parsl.providers.base import ExecutionProvider
@@ -20,7 +20,7 @@ class CondorProviderSpec(ProviderBase):
     singularity_image: str | None = Field(None, description="+SingularityImage of the block jobs")
     submit_lines: list[str] = Field(default_factory=list, description="extra submit description lines")
     walltime: str | None = Field(
-        None, pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$", description="[D-]HH:MM:SS a block may run: the schedd "
+        None, pattern=WALLTIME_PATTERN, description="[D-]HH:MM:SS a block may run: the schedd "
         "removes its job after that (periodic_remove) and its pilot drains triton.drain_s before; None: no "
         "limit but the pool's own policy (a glidein's end is read from GLIDEIN_ToDie)",
     )

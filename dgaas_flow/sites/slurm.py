@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from dgaas_flow.sites.base import ProviderBase
+from dgaas_flow.sites.base import WALLTIME_PATTERN, ProviderBase
 
 if TYPE_CHECKING:
     from parsl.providers.base import ExecutionProvider
@@ -19,7 +19,7 @@ class SlurmProviderSpec(ProviderBase):
     account: str | None = Field(None, description="#SBATCH --account")
     qos: str | None = Field(None, description="#SBATCH --qos")
     constraint: str | None = Field(None, description="#SBATCH --constraint (node features)")
-    walltime: str = Field("01:00:00", pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$", description="[D-]HH:MM:SS of a block")
+    walltime: str = Field("01:00:00", pattern=WALLTIME_PATTERN, description="[D-]HH:MM:SS of a block")
     exclusive: bool = Field(False, description="whole nodes; off so nodes can be shared")
     gpu_request: Literal["gres", "gpus-per-node"] = Field(
         "gres", description="how GPUs are asked for: --gres=gpu:N or --gpus-per-node=N"

@@ -48,7 +48,7 @@ def results(out: Path) -> list[dict]:
 def server_down(pilot: Endpoint) -> Iterator[None]:
     """The pilot's server killed while the pilot itself is stopped, so that it cannot restart it
     at once (a CPU Triton restarts within a retry's backoff; on a GPU a GPU reset or a big model's
-    reload keeps it away for minutes); the pilot goes on, and restarts it, when the block ends."""
+    reload keeps it away for minutes); the pilot goes on, and restarts it, when the `with` ends."""
     os.kill(pilot.supervisor_pid, signal.SIGSTOP)
     try:
         os.kill(pilot.pid, signal.SIGKILL)
