@@ -126,3 +126,32 @@ def test_a_server_that_only_failed_counts_as_asked():
     chunk.fail([1], "InferenceServerException: model crashed", "http://h:2")
     outcome = chunk.outcome([])
     assert outcome["pilots"] == {} and outcome["contacted"] == ["http://h:2"]
+
+
+@pytest.mark.parametrize("top_k", [0, 1, 3])
+@pytest.mark.parametrize("labelled", [False, True])
+def test_a_workers_arrays_make_the_same_lines_and_counts_in_the_driver(top_k, labelled):
+    """A campaign's worker sends arrays (ChunkAnswers) and the driver makes the lines: the bytes
+    written and the summary's counts are those of lines made on the worker, whatever was called."""
+    ids = records.quote(["a.npy:0", 'b "q"\\ é.npy', "\U0001f600.npy", "d", "e", "f"])
+    labels = ["q", None, "Z", "g", "g", None] if labelled else [None] * 6
+    out = np.array([[0.1, 0.7, 0.05, 0.1, 0.05], [0.3, 0.2, 0.1, 0.35, 0.05], [0.0, 0.0, 0.0, 1.0, 0.0]],
+                   dtype=np.float32)
+    extra = {"energy": np.array([1.5, -2.0]), "tag": np.array(["x", "ü"])}
+    here, sent = records.ChunkRecords(ids, labels), records.ChunkAnswers()
+    for chunk in (here, sent):
+        chunk.succeed(range(3), out, top_k, NAMES, "http://h:1", "0", 2.5)
+        chunk.fail([3], 'cannot read: d: "bad" ü', None)
+        chunk.succeed([5, 4], out[:2], top_k, NAMES, "http://h:2", "1", 1.25, extra=extra)
+    made = records.lines_of(sent.outcome([2.5, 1.25]), ids, labels)
+    assert made == here.outcome([2.5, 1.25])
+
+
+def test_what_a_worker_sends_for_a_request_is_a_few_bytes_an_item():
+    out = np.random.default_rng(0).random((1024, 10), dtype=np.float32)
+    sent = records.ChunkAnswers()
+    sent.succeed(range(1024), out, 1, [str(k) for k in range(10)], "http://127.0.0.1:8000", "0", 1.0)
+    size = len(sent.outcome([1.0])["answers"])
+    lines = records.lines_of(sent.outcome([1.0]), records.quote(f"items.npy:{k}" for k in range(1024)),
+                             [None] * 1024)["jsonl"]
+    assert size < 20 * 1024 < len(lines)

@@ -87,10 +87,11 @@ class InferRequest(Connection):
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Consecutive items of one file as a task reads them: their quoted ids, the file, the first row
-    (None: a whole-file item), how many, their label, and why they cannot be read at all, if so."""
+    """Consecutive items of one file as a task reads them: their quoted ids (None where the results
+    need none: a campaign's lines are made where the ids are), the file, the first row (None: a
+    whole-file item), how many, their label, and why they cannot be read at all, if so."""
 
-    ids: list[str]
+    ids: list[str] | None
     path: str
     start: int | None
     count: int
@@ -166,6 +167,8 @@ def safe_cast(array: np.ndarray, tensor: TensorInfo) -> tuple[np.ndarray, dict[i
         return array, dict.fromkeys(range(n), f"{array.dtype} values cannot be converted to {tensor.datatype}")
     if kind == "c":
         return array, dict.fromkeys(range(n), f"complex values cannot be converted to {tensor.datatype}")
+    if kind in "biu" and np.can_cast(array.dtype, dtype, "safe"):  # every value fits: nothing to check
+        return array.astype(dtype, copy=False), {}
     bad: dict[int, str] = {}
     flat = array.reshape(n, -1)
 
@@ -231,7 +234,7 @@ def _requests(sources: Sequence[Source], size: int, first: int) -> Iterator[list
 class _Task:
     """One chunk's inference: what it reads, sends and records."""
 
-    def __init__(self, req: InferRequest, info: ModelInfo, chunk: records.ChunkRecords, reader: ChunkReader,
+    def __init__(self, req: InferRequest, info: ModelInfo, chunk: records.Chunk, reader: ChunkReader,
                  server: PilotClient, block: str | None):
         self.req, self.info, self.chunk, self.reader, self.server, self.block = req, info, chunk, reader, server, block
         self.pre = load_hook(req.preprocess, req.hook_path)
@@ -350,25 +353,31 @@ class _Task:
 
 
 def new_chunk(ids: list[str], labels: list[str | None], files: list[tuple[str, int | None, int]],
-              results: str) -> records.ChunkRecords | records.ChunkColumns:
-    """Where a chunk's results are made: lines (jsonl) or columns (parquet)."""
+              results: str) -> records.Chunk:
+    """Where a chunk's results are made: lines (jsonl), columns (parquet), or the arrays that a
+    campaign's worker sends for lines (answers)."""
     if results == "parquet":
         return records.ChunkColumns(ids, labels, files)
+    if results == "answers":
+        return records.ChunkAnswers()
     return records.ChunkRecords(ids, labels)
 
 
-def infer_lines(sources: Sequence[Source], req: InferRequest) -> dict[str, Any]:
+def infer_lines(sources: Sequence[Source], req: InferRequest, answers: bool = False) -> dict[str, Any]:
     """Infer a chunk in-process: its results.jsonl lines (or, for `results: parquet`, its columns),
     one per item in the sources' order (see dgaas_flow.campaign.records), with their counts and the
-    requests' latencies."""
+    requests' latencies. `answers`: for results.jsonl, the arrays its lines are made of instead
+    (records.ChunkAnswers), which cost less to move than the lines."""
     server = client_for(req)
     block = os.environ.get("PARSL_WORKER_BLOCK_ID")  # set by Parsl's worker pool
+    results = "answers" if answers and req.results == "jsonl" else req.results
     ids: list[str] = []
     labels: list[str | None] = []
-    for src in sources:
-        ids += src.ids
+    for src in sources if results != "answers" else ():
+        ids += src.ids or []
         labels += [src.label] * src.count
-    chunk = new_chunk(ids, labels, [(src.path, src.start, src.count) for src in sources], req.results)
+    chunk = new_chunk(ids, labels, [(src.path, src.start, src.count) for src in sources], results)
+    total = sum(src.count for src in sources)
 
     try:
         if req.hook_path and req.hook_path not in sys.path:
@@ -378,7 +387,7 @@ def infer_lines(sources: Sequence[Source], req: InferRequest) -> dict[str, Any]:
     except PilotError:
         raise  # this node's pilot failed: Parsl retries the chunk on another block
     except Exception as exc:  # noqa: BLE001 - every item must get a recorded error, never vanish
-        chunk.fail(range(len(ids)), f"{type(exc).__name__}: {exc}", server.url)
+        chunk.fail(range(total), f"{type(exc).__name__}: {exc}", server.url)
         return chunk.outcome([])
 
     batched = info.max_batch_size > 0
@@ -423,14 +432,15 @@ def encode_chunk(runs: list[FileSlice]) -> str:
 
 
 def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
-    """The campaign's app: a chunk's runs in and its records out as JSON lines, ready to append to
-    results.jsonl. Parsl's serializer (dill, a pure-Python pickler) costs about 30 µs per Python
-    object it moves, more than a small model's inference; one string in and one bytes object out
-    cost little (see records.ChunkRecords.outcome), and the records are encoded on the workers, in
-    parallel, not in the driver."""
+    """The campaign's app: a chunk's runs in, its results out as one bytes object: the arrays of
+    records.ChunkAnswers, of which the driver makes results.jsonl's lines (records.lines_of), or a
+    Parquet chunk's Arrow stream. Parsl's serializer (dill, a pure-Python pickler) costs about 30 µs
+    per Python object it moves, more than a small model's inference, and every byte costs on each
+    of Parsl's hops: one string in and one small bytes object out cost little."""
     runs = [FileSlice(*fields) for fields in json.loads(chunk)]
-    return infer_lines([Source(run.quoted_ids(), run.path, run.start, run.count, run.label, run.problem)
-                        for run in runs], req)
+    ids = req.results != "jsonl"  # lines are made by the driver, which has the ids
+    return infer_lines([Source(run.quoted_ids() if ids else None, run.path, run.start, run.count, run.label,
+                               run.problem) for run in runs], req, answers=True)
 
 
 infer_encoded_chunk = python_app(infer_encoded)

@@ -41,11 +41,20 @@ def workflow_slices(wf: Workflow) -> Iterator[FileSlice]:
 def _lost_chunk(chunk: list[FileSlice], exc: BaseException, results: str = "jsonl") -> dict[str, Any]:
     message = f"task failed after all retries: {type(exc).__name__}: {exc}"
     logger.warning("a chunk of %d slice(s) is recorded as failed: %s", len(chunk), message)
-    items = [i for run in chunk for i in run.items()]
-    lost = new_chunk(records.quote(i.id for i in items), [i.label for i in items],
-                     [(run.path, run.start, run.count) for run in chunk], results)
-    lost.fail(range(len(items)), message, None)
+    ids, labels = _ids_and_labels(chunk)
+    lost = new_chunk(ids, labels, [(run.path, run.start, run.count) for run in chunk], results)
+    lost.fail(range(len(ids)), message, None)
     return lost.outcome([])
+
+
+def _ids_and_labels(chunk: list[FileSlice]) -> tuple[list[str], list[str | None]]:
+    """The chunk's items' quoted ids and labels, in order."""
+    ids: list[str] = []
+    labels: list[str | None] = []
+    for run in chunk:
+        ids += run.quoted_ids()
+        labels += [run.label] * run.count
+    return ids, labels
 
 
 def open_results(wf: Workflow, out_dir: Path) -> tuple[ResultsFile | ResultsParts, bool]:
@@ -217,6 +226,8 @@ def _fan_out(todo: Iterator[list[FileSlice]], wf, request, results, stats: RunSt
             except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
                 display.watch.counts(now=True)  # unless every pilot failed: then its items stay undone
                 outcome = _lost_chunk(chunk, exc, request.results)
+            if "answers" in outcome:
+                outcome = records.lines_of(outcome, *_ids_and_labels(chunk))
             results.append(outcome)
             stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"], outcome["contacted"])
             display.advance(outcome["items"], outcome["failed"])

@@ -8,11 +8,17 @@ Successes are the hot path of a campaign: a tiny model infers an item in a few m
 dict plus `json.dumps` per item cost about ten. So the classes are ranked for the whole request in
 numpy and each line is one string format of pre-encoded parts; strings go through the json
 module's own escaper, so the lines are exactly what `json.dumps` writes.
+
+A campaign's workers do not make the lines: they rank, and send each request's classes and values
+as arrays (`ChunkAnswers`), a few bytes an item where a line is about 150; the driver, which
+holds the chunk's ids and labels anyway, makes the lines as it writes them (`lines_of`). Every
+byte a result moves costs on each of Parsl's hops (worker, pool manager, interchange, driver).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring_ascii as json_string
@@ -32,24 +38,29 @@ def _numbers(values: np.ndarray) -> list[str]:
     return [json.dumps(v) for v in rounded]
 
 
-def _ranked(out: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(class indices, their values), best first, top_k per item."""
-    best = out.argmax(axis=1)[:, None] if top_k == 1 else np.argsort(-out, axis=1, kind="stable")[:, :top_k]
-    return best, np.take_along_axis(out, best, axis=1)
+def rank(out: np.ndarray, top_k: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """What a request's output (batch first) keeps for its results: (class indices, their values),
+    best first, top_k per item; for top_k 0, (None, the raw values)."""
+    if top_k == 0:
+        return None, out
+    flat = out.reshape(len(out), -1)
+    top_k = min(top_k, flat.shape[1])
+    best = flat.argmax(axis=1)[:, None] if top_k == 1 else np.argsort(-flat, axis=1, kind="stable")[:, :top_k]
+    return best, np.take_along_axis(flat, best, axis=1)
 
 
 def _success_lines(
-    ids: Sequence[str], labels: Sequence[str | None] | None, out: np.ndarray, top_k: int, class_names: list[str],
-    pilot: str | None, block: str | None, latency_ms: float, extra: dict[str, np.ndarray] | None = None,
+    ids: Sequence[str], labels: Sequence[str | None] | None, index: np.ndarray | None, values: np.ndarray,
+    class_names: list[str], pilot: str | None, block: str | None, latency_ms: float,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[str], list[str | None]]:
-    """One line per item of a request's output (batch first) and, where there are labels, each item's
-    prediction; `ids` quoted (see `quote`); labels None: none of the items has one. `extra`: more
-    columns (other kept outputs, a postprocess hook's), one value per item, under their names."""
-    flat = out.reshape(len(ids), -1)
+    """One line per item of a request's ranked output (see `rank`) and, where there are labels, each
+    item's prediction; `ids` quoted (see `quote`); labels None: none of the items has one. `extra`:
+    more columns (other kept outputs, a postprocess hook's), one value per item, under their names."""
     tail = f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},"latency_ms":{round(latency_ms, 3)!r}'
     if extra:
         cols = _columns(extra, len(ids))
-        lines, predictions = _success_lines(ids, [None] * len(ids), out, top_k, class_names, pilot, block,
+        lines, predictions = _success_lines(ids, [None] * len(ids), index, values, class_names, pilot, block,
                                             latency_ms)
         heads = [line[: -len(tail) - 2] for line in lines]  # without the tail and "}\n"
         plain = labels is None
@@ -58,21 +69,21 @@ def _success_lines(
                     predictions if not plain and predictions else [None] * len(ids), strict=True)], \
             (predictions if not plain else [])
     end = tail + "}\n" if labels is None else ""  # no labels: a line is one format
-    if top_k == 0:
+    if index is None:
         lines = [f'{{"id":{i},"output":{json.dumps(row, separators=(",", ":"))}{end}'
-                 for i, row in zip(ids, flat.tolist(), strict=True)]
+                 for i, row in zip(ids, values.reshape(len(ids), -1).tolist(), strict=True)]
         predictions: list[str | None] = [None] * len(ids) if labels is not None else []
     else:
-        index, value = _ranked(flat, min(top_k, flat.shape[1]))
+        top_k = index.shape[1]
         names = [json_string(n) for n in class_names]
         best = index[:, 0].tolist()
         predictions = [class_names[k] for k in best] if labels is not None else []
         last = end if top_k == 1 else ""
         lines = [f'{{"id":{i},"prediction":{names[k]},"score":{s}{last}'
-                 for i, k, s in zip(ids, best, _numbers(value[:, 0]), strict=True)]
+                 for i, k, s in zip(ids, best, _numbers(values[:, 0]), strict=True)]
         if top_k > 1:
             tops = [",".join(f"[{names[k]},{s}]" for k, s in zip(ks, _numbers(vs), strict=True))
-                    for ks, vs in zip(index.tolist(), value, strict=True)]
+                    for ks, vs in zip(index.tolist(), values, strict=True)]
             lines = [f'{h},"top":[{t}]{end}' for h, t in zip(lines, tops, strict=True)]
     if labels is None:
         return lines, predictions
@@ -155,12 +166,19 @@ class ChunkRecords:
                 pilot: str | None, block: str | None, latency_ms: float,
                 extra: dict[str, np.ndarray] | None = None) -> None:
         """The items at `positions` got the rows of `out` (and of `extra`'s columns), from one request."""
+        self.add(positions, *rank(out, top_k), class_names, pilot, block, latency_ms, extra)
+
+    def add(self, positions: Sequence[int], index: np.ndarray | None, values: np.ndarray, class_names: list[str],
+            pilot: str | None, block: str | None, latency_ms: float,
+            extra: dict[str, np.ndarray] | None = None) -> None:
+        """As `succeed`, with the output already ranked (see `rank`)."""
         span = _span(positions)
         ids = self.ids[span] if span else [self.ids[p] for p in positions]
         labels = None
         if self.labelled_items:
             labels = self.labels[span] if span else [self.labels[p] for p in positions]
-        lines, predictions = _success_lines(ids, labels, out, top_k, class_names, pilot, block, latency_ms, extra)
+        lines, predictions = _success_lines(ids, labels, index, values, class_names, pilot, block, latency_ms,
+                                            extra)
         if span:
             self.lines[span] = lines
         else:
@@ -191,6 +209,47 @@ class ChunkRecords:
         return {"jsonl": "".join(self.lines).encode(), "items": len(self.lines), "failed": self.failed,
                 "latencies_ms": latencies_ms, "pilots": dict(self.pilots), "reasons": dict(self.reasons),
                 "labelled": self.labelled, "correct": self.correct, "contacted": sorted(self.contacted)}
+
+
+class ChunkAnswers:
+    """A chunk's results as a worker sends them for results.jsonl: each request's ranked classes
+    and values (or raw values) as arrays, each failure's message, in one pickle (Parsl's serializer,
+    dill, is pure Python and costs per object; `pickle` is C). `lines_of` makes the lines from it
+    where the chunk's ids are known. The same calls as ChunkRecords."""
+
+    def __init__(self) -> None:
+        self.class_names: list[str] = []
+        self.answers: list[tuple[Any, ...]] = []
+        self.errors: list[tuple[Any, str, str | None]] = []
+
+    def succeed(self, positions: Sequence[int], out: np.ndarray, top_k: int, class_names: list[str],
+                pilot: str | None, block: str | None, latency_ms: float,
+                extra: dict[str, np.ndarray] | None = None) -> None:
+        if len(class_names) > len(self.class_names):
+            self.class_names = list(class_names)
+        span = _span(positions)
+        at = (span.start, span.stop) if span else np.asarray(positions, dtype=np.int64)
+        self.answers.append((at, *rank(out, top_k), pilot, block, latency_ms, extra))
+
+    def fail(self, positions: Sequence[int], message: str, pilot: str | None) -> None:
+        self.errors.append((list(positions), message, pilot))
+
+    def outcome(self, latencies_ms: list[float]) -> dict[str, Any]:
+        return {"answers": pickle.dumps((self.class_names, self.answers, self.errors), protocol=5),
+                "latencies_ms": latencies_ms}
+
+
+def lines_of(outcome: dict[str, Any], quoted_ids: list[str], labels: list[str | None]) -> dict[str, Any]:
+    """A ChunkAnswers outcome as ChunkRecords.outcome gives it (its lines and counts), for the chunk's
+    items: their ids quoted (see `quote`) and their labels."""
+    class_names, answers, errors = pickle.loads(outcome["answers"])
+    chunk = ChunkRecords(quoted_ids, labels)
+    for at, index, values, pilot, block, latency_ms, extra in answers:
+        chunk.add(range(*at) if isinstance(at, tuple) else at.tolist(), index, values, class_names, pilot, block,
+                  latency_ms, extra)
+    for positions, message, pilot in errors:
+        chunk.fail(positions, message, pilot)
+    return chunk.outcome(outcome["latencies_ms"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,18 +332,16 @@ class ChunkColumns:
         self.extra: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self.served: list[tuple[np.ndarray, str | None, str | None, float]] = []  # pilot, block, latency
         self.errors: list[tuple[np.ndarray, str, str | None]] = []
-        self.predicted: dict[int, str] = {}
 
     def succeed(self, positions: Sequence[int], out: np.ndarray, top_k: int, class_names: list[str],
                 pilot: str | None, block: str | None, latency_ms: float,
                 extra: dict[str, np.ndarray] | None = None) -> None:
         at = np.asarray(positions, dtype=np.int64)
-        flat = out.reshape(len(at), -1)
         self.top_k = top_k
-        if top_k == 0:
+        index, value = rank(out, top_k)
+        if index is None:
             self.main.append((at, out))
         else:
-            index, value = _ranked(flat, min(top_k, flat.shape[1]))
             if len(class_names) > len(self.class_names):
                 self.class_names = list(class_names)
             self.main.append((at, index))
@@ -388,3 +445,6 @@ def read_arrow(data: bytes) -> Any:
     import pyarrow as pa
 
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+Chunk = ChunkRecords | ChunkColumns | ChunkAnswers
