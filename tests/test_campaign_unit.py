@@ -216,3 +216,16 @@ def test_results_landing_together_give_no_steady_pace(monkeypatch):
     assert run.steady_rate() is None
     run.add(300, 0, [1.0])
     assert run.steady_rate() == 900.0
+
+
+def test_the_summarys_timing_line_has_one_shape_and_a_pace_only_when_there_is_one(tmp_path, digits_data):
+    """Scripts and the docs match the printed summary: results landing within a second print no
+    made-up pace ("then 0.0 items/s"), and the line itself never changes shape."""
+    wf = load_workflow(WORKFLOW)
+    quick = _summary_of(wf, tmp_path, [1.0, 2.0], earlier=[])
+    text = format_summary({**quick, "time_to_first_result_s": 2.04, "time_to_last_result_s": 2.31})
+    assert "  first result after 2.0 s, the last after 2.3 s" in text.splitlines()
+    assert "between them" not in text and "items/s)" in text
+    paced = {**quick, "time_to_first_result_s": 2.0, "time_to_last_result_s": 12.0, "steady_items_per_second": 99.5}
+    assert "  between them: 99.5 items/s" in format_summary(paced).splitlines()
+    assert quick["time_to_last_result_s"] is not None and quick["steady_items_per_second"] is None

@@ -98,7 +98,7 @@ def test_a_runs_quoted_ids_are_its_ids_as_json_writes_them(rel, suffix):
     rows = inputs.FileSlice("/any/" + rel, rel, None, 7, 3, suffix)
     whole = inputs.FileSlice("/any/" + rel, rel, None, suffix=suffix)
     for run in (rows, whole):
-        assert run.quoted_ids() == [json.dumps(i) for i in run.ids()]
+        assert run.quoted_ids().to_pylist() == [json.dumps(i) for i in run.ids()]
     out = np.eye(3, dtype=np.float32)
     lines = success_lines(list(rows.ids()), [None] * 3, out, 1, ["0", "1", "2"], None, None, 1.0)
     assert [r["id"] for r in _parsed(lines)] == [f"{rel}:{row}{suffix}" for row in (7, 8, 9)]
@@ -155,3 +155,15 @@ def test_what_a_worker_sends_for_a_request_is_a_few_bytes_an_item():
     lines = records.lines_of(sent.outcome([1.0]), records.quote(f"items.npy:{k}" for k in range(1024)),
                              [None] * 1024)["jsonl"]
     assert size < 20 * 1024 < len(lines)
+
+
+def test_scores_are_written_as_json_dumps_writes_them_at_every_magnitude():
+    """Lines are joined in Arrow; a score's text must still be Python's repr of the rounded value."""
+    rng = np.random.default_rng(1)
+    values = [sign * rng.random(2000) * 10.0**e for e in range(-8, 18) for sign in (1, -1)]
+    values += [np.arange(-2000, 2000, dtype=np.float64), rng.integers(0, 10**12, 2000).astype(np.float64),
+               np.array([0.0, -0.0, 1.0, 1e-4, 9.99995e-5, 1e9, 999999999.5, 1e16, np.nan, np.inf, -np.inf])]
+    every = np.concatenate(values)
+    for array in (every, every.astype(np.float32)):
+        expected = [json.dumps(v) for v in np.round(array.astype(np.float64), records.SCORE_DECIMALS).tolist()]
+        assert records._numbers(array).to_pylist() == expected

@@ -439,8 +439,8 @@ def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
     of Parsl's hops: one string in and one small bytes object out cost little."""
     runs = [FileSlice(*fields) for fields in json.loads(chunk)]
     ids = req.results != "jsonl"  # lines are made by the driver, which has the ids
-    return infer_lines([Source(run.quoted_ids() if ids else None, run.path, run.start, run.count, run.label,
-                               run.problem) for run in runs], req, answers=True)
+    return infer_lines([Source(run.quoted_ids().to_pylist() if ids else None, run.path, run.start, run.count,
+                               run.label, run.problem) for run in runs], req, answers=True)
 
 
 infer_encoded_chunk = python_app(infer_encoded)

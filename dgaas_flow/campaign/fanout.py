@@ -47,14 +47,15 @@ def _lost_chunk(chunk: list[FileSlice], exc: BaseException, results: str = "json
     return lost.outcome([])
 
 
-def _ids_and_labels(chunk: list[FileSlice]) -> tuple[list[str], list[str | None]]:
-    """The chunk's items' quoted ids and labels, in order."""
-    ids: list[str] = []
+def _ids_and_labels(chunk: list[FileSlice]) -> tuple[Any, list[str | None]]:
+    """The chunk's items' quoted ids (an Arrow string array) and labels, in order."""
+    import pyarrow as pa
+
     labels: list[str | None] = []
     for run in chunk:
-        ids += run.quoted_ids()
         labels += [run.label] * run.count
-    return ids, labels
+    ids = [run.quoted_ids() for run in chunk]
+    return (pa.concat_arrays(ids) if len(ids) > 1 else ids[0]), labels
 
 
 def open_results(wf: Workflow, out_dir: Path) -> tuple[ResultsFile | ResultsParts, bool]:

@@ -29,13 +29,25 @@ import numpy as np
 SCORE_DECIMALS = 6  # what Triton's classification extension prints
 
 
-def _numbers(values: np.ndarray) -> list[str]:
-    """JSON numbers at the classification extension's precision (NaN and Infinity as json.dumps
-    writes them, which Python's json reads back)."""
-    rounded = np.round(values.astype(np.float64), SCORE_DECIMALS).tolist()
-    if np.isfinite(values).all():  # a list's repr is its floats' reprs, made in C in one call
-        return repr(rounded)[1:-1].split(", ") if rounded else []
-    return [json.dumps(v) for v in rounded]
+def _numbers(values: np.ndarray) -> Any:
+    """JSON numbers at the classification extension's precision, as json.dumps writes them (an Arrow
+    string array). Below 1e9 and from 1e-4 on, Arrow's shortest round-trip form is Python's repr (a
+    whole number gets its ".0"); smaller and larger ones, NaN and Infinity are formatted by Python."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rounded = np.round(np.asarray(values, dtype=np.float64).reshape(-1), SCORE_DECIMALS)
+    text = pc.cast(pa.array(rounded), pa.string())
+    size = np.abs(rounded)
+    with np.errstate(invalid="ignore"):
+        whole = (rounded == np.trunc(rounded)) & (size < 1e9)
+        python = ~(whole | ((size >= 1e-4) & (size < 1e9)))
+    if whole.any():
+        text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(text, pa.scalar(".0"), ""), text)
+    if python.any():
+        text = pc.replace_with_mask(text, pa.array(python),
+                                    pa.array([json.dumps(v) for v in rounded[python].tolist()], pa.string()))
+    return text
 
 
 def rank(out: np.ndarray, top_k: int) -> tuple[np.ndarray | None, np.ndarray]:
@@ -50,45 +62,45 @@ def rank(out: np.ndarray, top_k: int) -> tuple[np.ndarray | None, np.ndarray]:
 
 
 def _success_lines(
-    ids: Sequence[str], labels: Sequence[str | None] | None, index: np.ndarray | None, values: np.ndarray,
+    ids: Any, labels: Sequence[str | None] | None, index: np.ndarray | None, values: np.ndarray,
     class_names: list[str], pilot: str | None, block: str | None, latency_ms: float,
     extra: dict[str, np.ndarray] | None = None,
-) -> tuple[list[str], list[str | None]]:
-    """One line per item of a request's ranked output (see `rank`) and, where there are labels, each
-    item's prediction; `ids` quoted (see `quote`); labels None: none of the items has one. `extra`:
-    more columns (other kept outputs, a postprocess hook's), one value per item, under their names."""
-    tail = f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},"latency_ms":{round(latency_ms, 3)!r}'
-    if extra:
-        cols = _columns(extra, len(ids))
-        lines, predictions = _success_lines(ids, [None] * len(ids), index, values, class_names, pilot, block,
-                                            latency_ms)
-        heads = [line[: -len(tail) - 2] for line in lines]  # without the tail and "}\n"
-        plain = labels is None
-        return [h + c + tail + ("" if plain else _label(lab, p)) + "}\n" for h, c, lab, p in
-                zip(heads, cols, labels if not plain else [None] * len(ids),
-                    predictions if not plain and predictions else [None] * len(ids), strict=True)], \
-            (predictions if not plain else [])
-    end = tail + "}\n" if labels is None else ""  # no labels: a line is one format
+) -> tuple[Any, list[str | None]]:
+    """One line per item of a request's ranked output (see `rank`), as an Arrow string array, and,
+    where there are labels, each item's prediction; `ids` quoted (see `quote`), an Arrow string array;
+    labels None: none of the items has one. `extra`: more columns (other kept outputs, a postprocess
+    hook's), one value per item, under their names. A line's parts are joined item by item in Arrow:
+    a line is a few hundred nanoseconds of Python, as much as a tiny model's inference."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(ids)
+    parts: list[Any] = ['{"id":', ids]
+    predictions: list[str | None] = []
     if index is None:
-        lines = [f'{{"id":{i},"output":{json.dumps(row, separators=(",", ":"))}{end}'
-                 for i, row in zip(ids, values.reshape(len(ids), -1).tolist(), strict=True)]
-        predictions: list[str | None] = [None] * len(ids) if labels is not None else []
+        parts += [',"output":', pa.array([json.dumps(row, separators=(",", ":"))
+                                          for row in values.reshape(n, -1).tolist()], pa.string())]
+        predictions = [None] * n if labels is not None else []
     else:
-        top_k = index.shape[1]
-        names = [json_string(n) for n in class_names]
-        best = index[:, 0].tolist()
-        predictions = [class_names[k] for k in best] if labels is not None else []
-        last = end if top_k == 1 else ""
-        lines = [f'{{"id":{i},"prediction":{names[k]},"score":{s}{last}'
-                 for i, k, s in zip(ids, best, _numbers(values[:, 0]), strict=True)]
-        if top_k > 1:
-            tops = [",".join(f"[{names[k]},{s}]" for k, s in zip(ks, _numbers(vs), strict=True))
-                    for ks, vs in zip(index.tolist(), values, strict=True)]
-            lines = [f'{h},"top":[{t}]{end}' for h, t in zip(lines, tops, strict=True)]
-    if labels is None:
-        return lines, predictions
-    return [h + tail + _label(label, prediction) + "}\n"
-            for h, label, prediction in zip(lines, labels, predictions, strict=True)], predictions
+        names = [json_string(c) for c in class_names]
+        best = index[:, 0]
+        parts += [',"prediction":', pa.array(names, pa.string()).take(best), ',"score":', _numbers(values[:, 0])]
+        if labels is not None:
+            predictions = [class_names[k] for k in best.tolist()]
+        if index.shape[1] > 1:
+            k, texts = index.shape[1], _numbers(values).to_pylist()
+            tops = [",".join(f"[{names[c]},{texts[i * k + j]}]" for j, c in enumerate(row))
+                    for i, row in enumerate(index.tolist())]
+            parts += [',"top":[', pa.array(tops, pa.string()), "]"]
+    if extra:
+        parts.append(pa.array(_columns(extra, n), pa.string()))
+    parts.append(f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},'
+                 f'"latency_ms":{round(latency_ms, 3)!r}')
+    if labels is not None:
+        parts.append(pa.array([_label(label, p) for label, p in zip(labels, predictions, strict=True)], pa.string()))
+    parts.append("}\n")
+    return pc.binary_join_element_wise(*[pa.scalar(p, pa.string()) if isinstance(p, str) else p for p in parts],
+                                       ""), predictions
 
 
 RESERVED = {"id", "prediction", "score", "top", "output", "ok", "pilot", "block", "latency_ms", "label", "correct",
@@ -151,12 +163,15 @@ def _span(positions: Sequence[int]) -> slice | None:
 class ChunkRecords:
     """A chunk's lines, in item order, and what summary.json counts of them: counted here as the
     lines are made, so that the end of a campaign does not read its results.jsonl back (4 s for a
-    million items)."""
+    million items). `quoted_ids`: a list, or an Arrow string array."""
 
-    def __init__(self, quoted_ids: list[str], labels: list[str | None]):
-        self.ids, self.labels = quoted_ids, labels
+    def __init__(self, quoted_ids: Sequence[str] | Any, labels: list[str | None]):
+        import pyarrow as pa
+
+        self.ids = quoted_ids if isinstance(quoted_ids, pa.Array) else pa.array(quoted_ids, pa.string())
+        self.labels = labels
         self.labelled_items = labels.count(None) < len(labels)
-        self.lines = [""] * len(quoted_ids)
+        self.pieces: list[tuple[np.ndarray | range, Any]] = []  # (positions, their lines), as made
         self.failed = self.labelled = self.correct = 0
         self.pilots: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
@@ -173,17 +188,14 @@ class ChunkRecords:
             extra: dict[str, np.ndarray] | None = None) -> None:
         """As `succeed`, with the output already ranked (see `rank`)."""
         span = _span(positions)
-        ids = self.ids[span] if span else [self.ids[p] for p in positions]
+        at = range(span.start, span.stop) if span else np.asarray(positions, dtype=np.int64)
+        ids = self.ids.slice(span.start, span.stop - span.start) if span else self.ids.take(at)
         labels = None
         if self.labelled_items:
             labels = self.labels[span] if span else [self.labels[p] for p in positions]
         lines, predictions = _success_lines(ids, labels, index, values, class_names, pilot, block, latency_ms,
                                             extra)
-        if span:
-            self.lines[span] = lines
-        else:
-            for p, line in zip(positions, lines, strict=True):
-                self.lines[p] = line
+        self.pieces.append((at, lines))
         self.pilots[pilot or "?"] += len(positions)
         if pilot:
             self.contacted.add(pilot)
@@ -195,18 +207,41 @@ class ChunkRecords:
         self.correct += sum(checked)
 
     def fail(self, positions: Sequence[int], message: str, pilot: str | None) -> None:
-        for p in positions:
-            self.lines[p] = _error_line(self.ids[p], message, pilot, self.labels[p])
+        import pyarrow as pa
+
+        at = np.asarray(list(positions), dtype=np.int64)
+        self.pieces.append((at, pa.array([_error_line(self.ids[p].as_py(), message, pilot, self.labels[p])
+                                          for p in at.tolist()], pa.string())))
         self.failed += len(positions)
         self.reasons[_reason(message)] += len(positions)
         if pilot:
             self.contacted.add(pilot)
 
+    def _in_order(self) -> Any:
+        """Every line, in item order (an Arrow string array)."""
+        import pyarrow as pa
+
+        if not self.pieces:
+            return pa.array([], pa.string())
+        lines = pa.concat_arrays([lines for _, lines in self.pieces]) if len(self.pieces) > 1 else self.pieces[0][1]
+        at = np.concatenate([np.arange(p.start, p.stop) if isinstance(p, range) else p for p, _ in self.pieces])
+        if len(at) and (np.diff(at) == 1).all():
+            return lines
+        return lines.take(np.argsort(at, kind="stable"))
+
+    @property
+    def lines(self) -> list[str]:
+        return self._in_order().to_pylist()
+
     def outcome(self, latencies_ms: list[float]) -> dict[str, Any]:
         """The chunk as the campaign appends it: its lines as bytes (Parsl's serializer, dill, moves a
         megabyte of bytes in a third of the time it takes for a str), counts and the requests'
         latencies."""
-        return {"jsonl": "".join(self.lines).encode(), "items": len(self.lines), "failed": self.failed,
+        lines = self._in_order()
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
+        data = lines.buffers()[2]
+        text = data[int(offsets[0]):int(offsets[-1])].to_pybytes() if data is not None and len(lines) else b""
+        return {"jsonl": text, "items": len(self.labels), "failed": self.failed,
                 "latencies_ms": latencies_ms, "pilots": dict(self.pilots), "reasons": dict(self.reasons),
                 "labelled": self.labelled, "correct": self.correct, "contacted": sorted(self.contacted)}
 
@@ -317,8 +352,10 @@ class ChunkColumns:
     columns under their names (`output_<name>` where a name is one of these), `pilot`, `block`,
     `latency_ms`, `label` and `correct` with labels, and `error` (null for a success)."""
 
-    def __init__(self, quoted_ids: list[str], labels: list[str | None], files: list[tuple[str, int | None, int]]):
-        self.ids, self.labels, self.files = quoted_ids, labels, files
+    def __init__(self, quoted_ids: Sequence[str] | Any, labels: list[str | None],
+                 files: list[tuple[str, int | None, int]]):
+        self.ids = quoted_ids.to_pylist() if hasattr(quoted_ids, "to_pylist") else quoted_ids
+        self.labels, self.files = labels, files
         self.labelled_items = labels.count(None) < len(labels)
         self.n = len(quoted_ids)
         self.failed = self.labelled = self.correct = 0

@@ -130,6 +130,7 @@ def summarize(wf: Workflow, out_dir: Path, total: int | None, stats: RunStats, t
         "items_per_second": round(stats.items / wall, 2) if wall > 0 else 0.0,
         "steady_items_per_second": stats.steady_rate(),
         "time_to_first_result_s": round(stats.first_result_s, 3) if stats.first_result_s is not None else None,
+        "time_to_last_result_s": round(stats.last_result_s, 3) if stats.last_result_s is not None else None,
         "requests": latencies.count,
         "requests_this_run": stats.latencies.count,
         "latency_ms": latencies.summary(),
@@ -158,9 +159,12 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  this run: {s['items_this_run']} items in {s['wall_seconds']:.1f} s "
         f"({s['items_per_second']:.1f} items/s), {s.get('requests_this_run', s['requests'])} requests",
     ]
-    if s["time_to_first_result_s"] is not None:
-        lines.append(f"  first result after {s['time_to_first_result_s']:.1f} s; then "
-                     f"{s['steady_items_per_second'] or 0:.1f} items/s")
+    if s["time_to_first_result_s"] is not None:  # one shape whatever the timing: scripts and the docs match it
+        last = s.get("time_to_last_result_s")
+        lines.append(f"  first result after {s['time_to_first_result_s']:.1f} s"
+                     + (f", the last after {last:.1f} s" if last is not None else ""))
+        if s["steady_items_per_second"]:
+            lines.append(f"  between them: {s['steady_items_per_second']:.1f} items/s")
     lat = s["latency_ms"]
     runs = len(s.get("segments") or ())
     if lat["p50"] is not None:

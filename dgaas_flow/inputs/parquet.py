@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from dgaas_flow.inputs.base import Batch, InputBase, require
+from dgaas_flow.inputs.base import Batch, InputBase
 
 
 class ParquetSpec(InputBase):
@@ -22,7 +22,7 @@ class ParquetSpec(InputBase):
 
 def column_array(col: Any) -> np.ndarray:
     """A pyarrow column as a numpy array; lists of equal length become an extra axis."""
-    pa = require("pyarrow", "parquet")
+    import pyarrow as pa
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
         if col.null_count:
@@ -44,7 +44,8 @@ class ParquetReader:
 
     def _open(self, path: str) -> Any:
         if path not in self._files:
-            pq = require("pyarrow.parquet", "parquet")
+            import pyarrow.parquet as pq
+
             self._files = {path: pq.ParquetFile(path)}  # one file open at a time
         return self._files[path]
 
