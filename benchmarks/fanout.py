@@ -1,7 +1,7 @@
 """Fan-out throughput side by side: the server's ceiling, dgaas-flow, the naive baseline and the
 Parsl floor, in one run, on the same machine, with the same model and the same prepared items.
 
-    .venv/bin/python benchmarks/fanout.py [--model digits,heavy] [--items 10000,100000] [--workers 2]
+    .venv/bin/python benchmarks/fanout.py [--model digits,heavy,jets] [--items 10000,100000] [--workers 2]
 
 For each model and item count (and each worker count of --workers):
   ceiling   a tight raw tritonclient loop (several processes) against a Triton server started by the
@@ -68,7 +68,7 @@ def _positive(text: str) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--model", default="digits,heavy", help="models, comma-separated: digits, heavy")
+    p.add_argument("--model", default="digits,heavy,jets", help="models, comma-separated: digits, heavy, jets")
     p.add_argument("--items", type=_ints, default=[10_000, 100_000],
                    help="item counts, comma-separated (default 10000,100000; add 1000000 for the RSS check)")
     p.add_argument("--workers", type=_ints, default=None,

@@ -77,11 +77,12 @@ def _fresh(folder: Path) -> Path:
 
 
 def _variant(workflow: Path, dest: Path, out: Path, items: Path | None) -> Path:
-    """The benchmark's workflow writing to `out` (and reading `items`' rows, if given)."""
+    """The benchmark's workflow writing to `out` (and reading `items`' files, if given: the same
+    pattern in another folder)."""
     data = yaml.safe_load(workflow.read_text())
     data["outputs"] = {**data.get("outputs", {}), "dir": str(out)}
     if items is not None:
-        data["inputs"] = {**data["inputs"], "files": str(items / "*.npy")}
+        data["inputs"] = {**data["inputs"], "files": str(items / Path(data["inputs"]["files"]).name)}
     dest.write_text(yaml.safe_dump(data, sort_keys=False))
     return dest
 

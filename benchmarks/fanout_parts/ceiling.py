@@ -22,11 +22,11 @@ if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
 
 
-def _client_proc(url: str, protocol: str, model: str, input_name: str, datatype: str, output: str, top_k: int,
-                 rows: np.ndarray, batch: int, seconds: float | None, min_seconds: float, ready: Queue, go: Event,
-                 done: Queue) -> None:
-    """One client process: send `rows` in batches, for `seconds` (cycling), or in whole passes until
-    min_seconds have gone by (at least one pass)."""
+def _client_proc(url: str, protocol: str, model: str, inputs: list[tuple[str, str]], output: str, top_k: int,
+                 rows: dict[str, np.ndarray], batch: int, seconds: float | None, min_seconds: float, ready: Queue,
+                 go: Event, done: Queue) -> None:
+    """One client process: send `rows` (the model's named inputs, (name, datatype) each) in batches,
+    for `seconds` (cycling), or in whole passes until min_seconds have gone by (at least one pass)."""
     try:
         import tritonclient.grpc as grpcclient
         import tritonclient.http as httpclient
@@ -35,24 +35,29 @@ def _client_proc(url: str, protocol: str, model: str, input_name: str, datatype:
         client = lib.InferenceServerClient(url.split("://", 1)[1])
         requested = [lib.InferRequestedOutput(output, class_count=top_k)]
 
-        def send(x: np.ndarray) -> None:
-            inp = lib.InferInput(input_name, list(x.shape), datatype)
-            inp.set_data_from_numpy(x)
-            client.infer(model, [inp], outputs=requested)
+        def send(lo: int, hi: int) -> None:
+            tensors = []
+            for name, datatype in inputs:
+                x = rows[name][lo:hi]
+                tensor = lib.InferInput(name, list(x.shape), datatype)
+                tensor.set_data_from_numpy(x)
+                tensors.append(tensor)
+            client.infer(model, tensors, outputs=requested)
 
-        send(rows[:batch])  # connect and warm up before the clock starts
+        send(0, batch)  # connect and warm up before the clock starts
     except Exception as exc:  # noqa: BLE001 - the parent reports it
         ready.put(f"{type(exc).__name__}: {exc}")
         return
     ready.put(None)
     go.wait()
     t0, n, errors = time.perf_counter(), 0, 0
-    starts = range(0, len(rows), batch)
+    count = len(next(iter(rows.values())))
+    starts = range(0, count, batch)
     while True:
         for s in starts:
             try:
-                send(rows[s:s + batch])
-                n += min(batch, len(rows) - s)
+                send(s, s + batch)
+                n += min(batch, count - s)
             except Exception:  # noqa: BLE001 - counted; a ceiling with errors is reported as such
                 errors += 1
             if seconds is not None and time.perf_counter() - t0 >= seconds:
@@ -63,17 +68,24 @@ def _client_proc(url: str, protocol: str, model: str, input_name: str, datatype:
     client.close()
 
 
-def client_run(urls: dict[str, str], protocol: str, info: dict, top_k: int, rows: np.ndarray, batch: int,
-               procs: int, seconds: float | None, min_seconds: float = 0.0) -> dict[str, Any]:
+def client_run(urls: dict[str, str], protocol: str, info: dict, top_k: int, rows: np.ndarray | dict[str, np.ndarray],
+               batch: int, procs: int, seconds: float | None, min_seconds: float = 0.0) -> dict[str, Any]:
     """items/s of `procs` client processes; seconds=None: whole passes over rows, split between
-    them, repeated until min_seconds have gone by (a short pass is mostly noise)."""
+    them, repeated until min_seconds have gone by (a short pass is mostly noise). `rows`: the
+    model's only input, or its inputs by name."""
     ctx = mp.get_context("spawn")  # tritonclient (gevent, gRPC) does not survive a fork
     ready, go, done = ctx.Queue(), ctx.Event(), ctx.Queue()
-    rows = rows.reshape(len(rows), *info["dims"]) if info["dims"] else rows  # the model's own shape (a channel axis)
-    parts = np.array_split(rows, procs) if seconds is None else [rows] * procs
-    pool = [ctx.Process(target=_client_proc, args=(urls[protocol], protocol, info["model"], info["input"],
-                                                   info["datatype"], info["output"], top_k, part, batch, seconds,
-                                                   min_seconds, ready, go, done), daemon=True) for part in parts]
+    named = rows if isinstance(rows, dict) else {info["inputs"][0]["name"]: rows}
+    named = {t["name"]: named[t["name"]].reshape(len(named[t["name"]]), *t["dims"]) if t["dims"] else named[t["name"]]
+             for t in info["inputs"]}  # the model's own shapes (a channel axis)
+    count = len(next(iter(named.values())))
+    bounds = [(p[0], p[-1] + 1) for p in np.array_split(np.arange(count), procs)] if seconds is None \
+        else [(0, count)] * procs
+    inputs = [(t["name"], t["datatype"]) for t in info["inputs"]]
+    pool = [ctx.Process(target=_client_proc, args=(urls[protocol], protocol, info["model"], inputs, info["output"],
+                                                   top_k, {k: v[lo:hi] for k, v in named.items()}, batch, seconds,
+                                                   min_seconds, ready, go, done), daemon=True)
+            for lo, hi in bounds]
     for p in pool:
         p.start()
     try:
@@ -103,10 +115,14 @@ def model_info(url: str, model: str) -> dict[str, Any]:
     meta, config = client.get_model_metadata(model), client.get_model_config(model)
     client.close()
     batched = int(config.get("max_batch_size", 0)) > 0
-    dims = meta["inputs"][0]["shape"][1 if batched else 0:]
-    return {"model": model, "input": meta["inputs"][0]["name"], "datatype": meta["inputs"][0]["datatype"],
-            "output": meta["outputs"][0]["name"], "max_batch_size": int(config.get("max_batch_size", 0)),
-            "dims": dims if all(d > 0 for d in dims) else None}
+
+    def dims(t: dict) -> list[int] | None:
+        shape = t["shape"][1 if batched else 0:]
+        return shape if all(d > 0 for d in shape) else None
+
+    return {"model": model, "inputs": [{"name": t["name"], "datatype": t["datatype"], "dims": dims(t)}
+                                       for t in meta["inputs"]],
+            "output": meta["outputs"][0]["name"], "max_batch_size": int(config.get("max_batch_size", 0))}
 
 
 def start_pilot(wf: Workflow, folder: Path, repository: Path | None = None) -> Pilot:

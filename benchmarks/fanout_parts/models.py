@@ -53,11 +53,24 @@ class ModelCase:
                 module.build_model()
             if not any(module.DATA.glob("*.npy")):
                 module.write_rows(module.DATA, 10_000)
+        elif self.name == "jets":
+            module = _module(prepare, "jets_prepare")
+            if not module.MODEL.exists() or not any((self.folder / "data" / "root").glob("*.root")):
+                subprocess.run([sys.executable, str(prepare)], check=True, stdout=subprocess.DEVNULL)
+
+    @property
+    def named(self) -> bool:
+        """Items of several named arrays (.npz files: the jets' points and features), not rows of one."""
+        return self.name == "jets"
 
     def write_items(self, folder: Path, n: int) -> None:
-        """n items as rows files of 10,000 rows (kept when already there with the right shape)."""
+        """n items as files of 10,000 rows (kept when already there with the right count): rows
+        (.npy) of one array, or, for a model of several inputs, .npz files of its named arrays."""
         if self.name == "heavy":
             _module(self.folder / "prepare.py", "heavy_prepare").write_rows(folder, n)
+            return
+        if self.named:
+            _write_npz(folder, n, _module(self.folder / "prepare.py", "jets_prepare").make_jets)
             return
         digits = _digit_pixels()
 
@@ -65,6 +78,26 @@ class ModelCase:
             return digits[(start + np.arange(m)) % len(digits)]
 
         _module(WORKFLOWS / "heavy" / "prepare.py", "heavy_prepare").write_rows(folder, n, make=make)
+
+
+def _write_npz(out: Path, n: int, make, rows_per_file: int = 10_000) -> None:
+    """n items as part-NNNNN.npz files of `make(rows, seed)`'s named arrays; files already there with
+    the right count are kept, extra ones removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, lo in enumerate(range(0, n, rows_per_file)):
+        m = min(rows_per_file, n - lo)
+        path = out / f"part-{i:05d}.npz"
+        paths.append(path)
+        if path.exists():
+            with np.load(path) as f:
+                if all(len(f[k]) == m for k in f.files):
+                    continue
+        tmp = out / f"part-{i:05d}.tmp.npz"
+        np.savez(tmp, **make(m, i))
+        tmp.replace(path)
+    for stale in set(out.glob("part-*.npz")) - set(paths):
+        stale.unlink()
 
 
 def _digit_pixels() -> np.ndarray:
@@ -78,6 +111,7 @@ def _digit_pixels() -> np.ndarray:
 MODELS = {
     "digits": ModelCase("digits", WORKFLOWS / "digits" / "workflow.yaml", "uint8"),
     "heavy": ModelCase("heavy", WORKFLOWS / "heavy" / "workflow.yaml", "float32"),
+    "jets": ModelCase("jets", WORKFLOWS / "jets" / "workflow.yaml", "float32"),
 }
 
 
@@ -90,8 +124,11 @@ def bench_workflow(case: ModelCase, items_dir: Path, workers: int, folder: Path,
     data.update(
         name=f"bench-{case.name}", provider=provider,
         model={**data["model"], "repository": str(wf.model.repository)},
-        inputs={"files": str(items_dir / "*.npy"), "format": "rows"},
+        inputs={"files": str(items_dir / "*.npz"), "format": "npz"} if case.named
+        else {"files": str(items_dir / "*.npy"), "format": "rows"},
     )
+    for hook in ("preprocess", "postprocess"):  # the items are already the model's inputs
+        data.pop(hook, None)
     data.pop("outputs", None)
     data["outputs"] = {"top_k": wf.outputs.top_k}
     if chunk_size:
@@ -112,6 +149,11 @@ def chunks(wf: Workflow, n: int) -> Iterator[list]:
         yield chunk
 
 
-def load_rows(items_dir: Path) -> np.ndarray:
-    """All the prepared items in memory, for the ceiling's clients (no reading on the clock)."""
+def load_rows(items_dir: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """All the prepared items in memory, for the ceiling's clients (no reading on the clock): one
+    array, or named arrays (.npz items)."""
+    npz = sorted(items_dir.glob("*.npz"))
+    if npz:
+        files = [np.load(p) for p in npz]
+        return {k: np.concatenate([f[k] for f in files]) for k in files[0].files}
     return np.concatenate([np.load(p) for p in sorted(items_dir.glob("*.npy"))])

@@ -29,7 +29,7 @@ def naive_chunk(items: list, kind: str, model_dir: str, top_k: int) -> dict:
     t0 = time.perf_counter()
     folder = Path(model_dir)
     labels = (folder.parent / "labels.txt").read_text().split()
-    if kind == "heavy":
+    if kind in ("heavy", "jets"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -37,15 +37,17 @@ def naive_chunk(items: list, kind: str, model_dir: str, top_k: int) -> dict:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
+        names = [i.name for i in session.get_inputs()]
 
-        def infer(x):
-            return session.run(None, {name: x.astype(np.float32, copy=False)})[0]
+        def infer(batch):  # one array (rows files) for the only input, or the inputs by name (.npz)
+            return session.run(None, {n: batch[n if n in batch else ""].astype(np.float32, copy=False)
+                                      for n in names})[0]
     else:
         weights = np.load(folder / "weights.npz")
         w1, b1, w2, b2 = weights["w1"], weights["b1"], weights["w2"], weights["b2"]
 
-        def infer(x):
+        def infer(batch):
+            x = batch[""]
             h = np.maximum(x.reshape(len(x), -1).astype(np.float32) / 255.0 @ w1 + b1, 0.0)
             logits = h @ w2 + b2
             logits -= logits.max(axis=1, keepdims=True)
@@ -53,12 +55,14 @@ def naive_chunk(items: list, kind: str, model_dir: str, top_k: int) -> dict:
             return p / p.sum(axis=1, keepdims=True)
     t1 = time.perf_counter()
     arrays: dict = {}
-    rows = []
+    rows: dict = {}
     for _, path, row in items:
         if path not in arrays:
-            arrays[path] = np.load(path, mmap_mode="r")
-        rows.append(arrays[path][row])
-    probs = infer(np.stack(rows))
+            data = np.load(path, mmap_mode="r")
+            arrays[path] = dict(data) if hasattr(data, "files") else {"": data}  # .npz: its named arrays
+        for name, array in arrays[path].items():
+            rows.setdefault(name, []).append(array[row])
+    probs = infer({name: np.stack(values) for name, values in rows.items()})
     best = probs.argmax(axis=1)
     t2 = time.perf_counter()
     results = [{"id": item[0], "ok": True, "prediction": labels[k], "score": round(float(probs[i, k]), 6)}

@@ -34,8 +34,9 @@ def test_server_config_variants_change_only_what_they_name():
 
 @pytest.mark.integration
 def test_fanout_benchmark_end_to_end(tmp_path: Path):
+    """Every path for a model of one input (heavy, rows files) and one of two (jets, .npz files)."""
     results = tmp_path / "results"
-    cmd = [sys.executable, str(SCRIPT), "--model", "heavy", "--items", "2000", "--work", str(tmp_path / "work"),
+    cmd = [sys.executable, str(SCRIPT), "--model", "heavy,jets", "--items", "2000", "--work", str(tmp_path / "work"),
            "--results", str(results), "--ceiling-protocols", "http", "--ceiling-batches", "256,0",
            "--ceiling-procs", "2", "--search-seconds", "0.5", "--ceiling-min-seconds", "0.5", "--floor-tasks", "50",
            "--warm-repeats", "2"]
@@ -46,35 +47,36 @@ def test_fanout_benchmark_end_to_end(tmp_path: Path):
     assert summary["benchmark"] == "fanout"
     assert summary["machine"]["cpus"] >= 1 and summary["machine"]["memory_gb"] > 0
     assert "--items 2000" in summary["command"]
-    heavy = summary["models"]["heavy"]
-    assert heavy["items"] == 2000
-    rates = heavy["items_per_s"]
-    for path in ("ceiling", "dgaas", "dgaas_warm", "naive", "parsl_floor"):
-        assert rates[path] > 0, path
-    assert heavy["dgaas_over_ceiling"] == pytest.approx(rates["dgaas"] / rates["ceiling"], abs=1e-3)
-    assert heavy["dgaas_warm_over_ceiling"] == pytest.approx(rates["dgaas_warm"] / rates["ceiling"], abs=1e-3)
-    warm = heavy["warm"]  # a second campaign in the session: its own items, time and server figures
-    assert warm["failed"] == 0 and warm["call_wall_s"] > 0 and warm["campaign_wall_s"] > 0
-    assert len(warm["repeats_items_per_s"]) == 2 and rates["dgaas_warm"] == min(warm["repeats_items_per_s"])
-    assert warm["triton"][0]["requests"] == warm["requests"] > 0
-    assert heavy["dgaas_over_naive"] == pytest.approx(rates["dgaas"] / rates["naive"], abs=1e-3)
-    after = heavy["ceiling"]["after_items_per_s"]  # measured again once the other paths have run
-    assert after > 0 and heavy["ceiling"]["drift"] == pytest.approx(after / rates["ceiling"], abs=1e-3)
-    assert heavy["time_to_first_result_s"] > 0
-    assert heavy["driver_peak_rss_mb"] > 0
-    assert heavy["dgaas"]["failed"] == 0
+    for name in ("heavy", "jets"):
+        model = summary["models"][name]
+        assert model["items"] == 2000
+        rates = model["items_per_s"]
+        for path in ("ceiling", "dgaas", "dgaas_warm", "naive", "parsl_floor"):
+            assert rates[path] > 0, (name, path)
+        assert model["dgaas_over_ceiling"] == pytest.approx(rates["dgaas"] / rates["ceiling"], abs=1e-3)
+        assert model["dgaas_warm_over_ceiling"] == pytest.approx(rates["dgaas_warm"] / rates["ceiling"], abs=1e-3)
+        warm = model["warm"]  # a second campaign in the session: its own items, time and server figures
+        assert warm["failed"] == 0 and warm["call_wall_s"] > 0 and warm["campaign_wall_s"] > 0
+        assert len(warm["repeats_items_per_s"]) == 2 and rates["dgaas_warm"] == min(warm["repeats_items_per_s"])
+        assert warm["triton"][0]["requests"] == warm["requests"] > 0
+        assert model["dgaas_over_naive"] == pytest.approx(rates["dgaas"] / rates["naive"], abs=1e-3)
+        after = model["ceiling"]["after_items_per_s"]  # measured again once the other paths have run
+        assert after > 0 and model["ceiling"]["drift"] == pytest.approx(after / rates["ceiling"], abs=1e-3)
+        assert model["ceiling"]["errors"] == 0 and model["time_to_first_result_s"] > 0
+        assert model["driver_peak_rss_mb"] > 0
+        assert model["dgaas"]["failed"] == 0
 
-    # every item of the campaign and of the naive path has its one result
-    run_dir = tmp_path / "work" / "heavy" / "n2000-w2"
-    for results_file in (run_dir / "run" / "results.jsonl", run_dir / "warm" / "results.jsonl",
-                         run_dir / "naive" / "results.jsonl"):
-        ids = [json.loads(line)["id"] for line in results_file.read_text().splitlines()]
-        assert len(ids) == len(set(ids)) == 2000
-    # the campaign and the naive path ran the same model on the same items
-    served = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "run" / "results.jsonl").open())}
-    naive = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "naive" / "results.jsonl").open())}
-    warm = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "warm" / "results.jsonl").open())}
-    assert served == naive == warm
+        # every item of the campaign and of the naive path has its one result
+        run_dir = tmp_path / "work" / name / "n2000-w2"
+        for results_file in (run_dir / "run" / "results.jsonl", run_dir / "warm" / "results.jsonl",
+                             run_dir / "naive" / "results.jsonl"):
+            ids = [json.loads(line)["id"] for line in results_file.read_text().splitlines()]
+            assert len(ids) == len(set(ids)) == 2000
+        # the campaign and the naive path ran the same model on the same items
+        served = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "run" / "results.jsonl").open())}
+        naive = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "naive" / "results.jsonl").open())}
+        warm = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "warm" / "results.jsonl").open())}
+        assert served == naive == warm
 
-    assert (results / "fanout.md").read_text().count("| heavy |") == 1
-    assert json.loads((results / "fanout.json").read_text())["models"]["heavy"]["items"] == 2000
+        assert (results / "fanout.md").read_text().count(f"| {name} |") == 1
+        assert json.loads((results / "fanout.json").read_text())["models"][name]["items"] == 2000
