@@ -14,6 +14,11 @@ from dgaas_flow.campaign import records
 NAMES = ["g", "q", 'W "boosted"', "Z", "tëp"]
 
 
+def lines(chunk: records.ChunkRecords) -> list[str]:
+    """The chunk's lines as the campaign appends them."""
+    return chunk.outcome([])["jsonl"].decode().splitlines(keepends=True)
+
+
 def _parsed(lines: list[str]) -> list[dict]:
     assert all(line.endswith("}\n") and line.count("\n") == 1 for line in lines)
     return [json.loads(line) for line in lines]
@@ -24,7 +29,7 @@ def success_lines(ids: list[str], labels: list[str | None], out: np.ndarray, top
     """The lines of one request whose items are a whole chunk."""
     chunk = records.ChunkRecords(records.quote(ids), labels)
     chunk.succeed(range(len(ids)), out, top_k, names, pilot, block, latency_ms)
-    return chunk.lines
+    return lines(chunk)
 
 
 def test_top_1_lines_carry_the_best_class_its_score_and_the_label_check():
@@ -73,12 +78,12 @@ def test_a_chunk_keeps_item_order_and_counts_what_the_summary_reports():
     chunk.fail([0], "cannot read: x.npy: broken", None)
     chunk.succeed([3, 2], np.array([[0.2, 0.8], [0.9, 0.1]], dtype=np.float32), 1, ["x", "y"], "http://h:1", "0", 1.0)
     chunk.fail([1], "timeout", "http://h:1")
-    a, b, c, d = _parsed(chunk.lines)
+    a, b, c, d = _parsed(lines(chunk))
     assert a == {"id": 'a "1"', "ok": False, "error": "cannot read: x.npy: broken", "pilot": None, "label": "W"}
     assert b == {"id": "b", "ok": False, "error": "timeout", "pilot": "http://h:1"}
     assert (c["prediction"], c["correct"], d["prediction"], d["correct"]) == ("x", False, "y", False)
     outcome = chunk.outcome([1.5])
-    assert outcome == {"jsonl": "".join(chunk.lines).encode(), "items": 4, "failed": 2, "latencies_ms": [1.5],
+    assert outcome == {"jsonl": "".join(lines(chunk)).encode(), "items": 4, "failed": 2, "latencies_ms": [1.5],
                        "pilots": {"http://h:1": 2}, "reasons": {"cannot read": 1, "timeout": 1},
                        "labelled": 2, "correct": 0, "contacted": ["http://h:1"]}
 
@@ -88,7 +93,7 @@ def test_each_row_goes_to_its_own_position_in_any_order():
     out = np.eye(4, dtype=np.float32)  # row k predicts class k
     chunk.succeed([2, 4, 3, 5], out, 1, ["0", "1", "2", "3"], None, None, 1.0)
     chunk.succeed(range(2), out[:2], 1, ["0", "1", "2", "3"], None, None, 1.0)
-    got = {rec["id"]: rec["prediction"] for rec in _parsed(chunk.lines)}
+    got = {rec["id"]: rec["prediction"] for rec in _parsed(lines(chunk))}
     assert got == {"a": "0", "b": "1", "c": "0", "e": "1", "d": "2", "f": "3"}
 
 
@@ -114,9 +119,9 @@ def test_every_kind_of_line_is_byte_for_byte_what_json_dumps_writes(top_k, label
                    dtype=np.float32)
     chunk.succeed([0, 1, 2], out, top_k, NAMES, "http://h:1", "0", 2.5)
     chunk.fail([3], 'cannot read: d: "bad" ü', None)
-    for line, record in zip(chunk.lines, _parsed(chunk.lines), strict=True):
+    for line, record in zip(lines(chunk), _parsed(lines(chunk)), strict=True):
         assert line == json.dumps(record, separators=(",", ":")) + "\n"
-    assert [r["id"] for r in _parsed(chunk.lines)] == ids
+    assert [r["id"] for r in _parsed(lines(chunk))] == ids
 
 
 def test_a_server_that_only_failed_counts_as_asked():
@@ -152,9 +157,9 @@ def test_what_a_worker_sends_for_a_request_is_a_few_bytes_an_item():
     sent = records.ChunkAnswers()
     sent.succeed(range(1024), out, 1, [str(k) for k in range(10)], "http://127.0.0.1:8000", "0", 1.0)
     size = len(sent.outcome([1.0])["answers"])
-    lines = records.lines_of(sent.outcome([1.0]), records.quote(f"items.npy:{k}" for k in range(1024)),
-                             [None] * 1024)["jsonl"]
-    assert size < 20 * 1024 < len(lines)
+    text = records.lines_of(sent.outcome([1.0]), records.quote(f"items.npy:{k}" for k in range(1024)),
+                            [None] * 1024)["jsonl"]
+    assert size < 20 * 1024 < len(text)
 
 
 def test_scores_are_written_as_json_dumps_writes_them_at_every_magnitude():

@@ -229,10 +229,6 @@ class ChunkRecords:
             return lines
         return lines.take(np.argsort(at, kind="stable"))
 
-    @property
-    def lines(self) -> list[str]:
-        return self._in_order().to_pylist()
-
     def outcome(self, latencies_ms: list[float]) -> dict[str, Any]:
         """The chunk as the campaign appends it: its lines as bytes (Parsl's serializer, dill, moves a
         megabyte of bytes in a third of the time it takes for a str), counts and the requests'
