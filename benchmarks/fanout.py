@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="above this many items only the dgaas and warm paths run (the driver-RSS check)")
     p.add_argument("--chunk-size", type=lambda s: s if s == "auto" else int(s),
                    help="override the workflow's chunk_size (a number, or auto)")
+    p.add_argument("--outputs", choices=["jsonl", "parquet"], default="jsonl",
+                   help="the campaigns' result format; parquet results are written in parts, so the "
+                        "first result, the steady rate and the steady CPU are measured for jsonl only")
     p.add_argument("--ceiling-protocols", default="http,grpc", type=lambda s: s.split(","))
     p.add_argument("--ceiling-batches", type=_ints, default=[64, 256, 0],
                    help="batch sizes the ceiling search tries (0: the model's max_batch_size)")

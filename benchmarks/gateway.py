@@ -7,13 +7,17 @@ balancing), in one run, on the same two pilots, with the same items.
 
 Each case is a tight tritonclient loop in a few threads for a fixed time (after a short warm-up);
 direct clients go round-robin over the two pilots, gateway clients send everything to the gateway,
-which balances. Everything listens on 127.0.0.1. The last line is one JSON object.
+which balances. Everything listens on 127.0.0.1. Each case also says where the CPU went: µs per
+request of the clients (this process), the gateway (Envoy), the Triton servers and the model
+(Python-backend stubs); on a machine whose cores the direct case already fills, the gateway's
+share is taken from the others. The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +33,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.fanout_parts.cpu import CpuTracker  # noqa: E402
 from dgaas_flow.gateway import Gateway, GatewaySettings, auth_headers, issue_token, tokens  # noqa: E402
 from dgaas_flow.pilot.settings import PilotConfig  # noqa: E402
 from dgaas_flow.pilot.supervisor import Pilot  # noqa: E402
@@ -111,6 +116,18 @@ def run_case(protocol: str, addresses: list[str], x: np.ndarray, token: str | No
     }
 
 
+def with_cpu(cpu: CpuTracker, *case: object) -> dict:
+    """`run_case(*case)`'s result with the CPU µs per request of each role over it (its warm-up
+    included in the CPU, not in the requests counted: a small overcount)."""
+    before = cpu.snapshot()
+    result = run_case(*case)  # type: ignore[arg-type]
+    after = cpu.snapshot()
+    per = {("clients" if role == "driver" else role): (after[role] - before.get(role, 0.0)) * 1e6
+           / max(result["requests"], 1) for role in after}
+    result["cpu_us_per_request"] = {role: round(us, 1) for role, us in per.items() if us >= 0.05}
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per case")
@@ -139,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit("the gateway did not see both pilots healthy in 30 s")
                 time.sleep(0.1)
             token = issue_token(keys["private"], sub="benchmark")
+            cpu = CpuTracker(os.getpid(), str(root))
             for protocol in protocols:
                 direct = [(p.endpoint.http_url if protocol == "http" else p.endpoint.grpc_url).split("://")[1]
                           for p in pilots]
-                results[f"{protocol} direct"] = run_case(protocol, direct, x, None, args.threads, args.seconds)
-                results[f"{protocol} gateway"] = run_case(protocol, [gateway.address], x, token, args.threads,
+                results[f"{protocol} direct"] = with_cpu(cpu, protocol, direct, x, None, args.threads,
+                                                         args.seconds)
+                results[f"{protocol} gateway"] = with_cpu(cpu, protocol, [gateway.address], x, token, args.threads,
                                                           args.seconds)
         finally:
             if gateway is not None:
@@ -154,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<14} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, r in results.items():
         print(f"{name:<14} {r['requests']:>9} {r['rps']:>9.1f} {r['p50_ms'] or 0:>8.2f} {r['p99_ms'] or 0:>8.2f} "
-              f"{r['errors']:>7}")
+              f"{r['errors']:>7}   CPU µs/request: "
+              + ", ".join(f"{role} {us:.0f}" for role, us in r["cpu_us_per_request"].items()))
     summary = {
         "benchmark": "gateway", "pilots": 2, "threads": args.threads, "batch": args.batch,
         "envoy_concurrency": gateway.settings.concurrency,
@@ -163,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "gateway_rps": {p: round(results[f"{p} gateway"]["rps"], 1) for p in protocols},
         "gateway_over_direct": {p: round(results[f"{p} gateway"]["rps"] / results[f"{p} direct"]["rps"], 3)
                                 for p in protocols if results[f"{p} direct"]["rps"]},
+        "cpu_us_per_request": {name: r["cpu_us_per_request"] for name, r in results.items()},
         "errors": sum(r["errors"] for r in results.values()),
     }
     print(json.dumps(summary))

@@ -10,7 +10,7 @@ from typing import Any
 from dgaas_flow.sites.executor import INTERCHANGE_NAMES
 
 # (what a process's command line holds, the role it is counted under), first match wins
-ROLES = (("triton_python_backend_stub", "model"), ("tritonserver", "server"),
+ROLES = (("triton_python_backend_stub", "model"), ("tritonserver", "server"), ("envoy", "gateway"),
          *((name, "interchange") for name in INTERCHANGE_NAMES), ("pilot wrap", "pilot"),
          ("process_worker_pool", "workers"))
 

@@ -36,7 +36,7 @@ def run_one(case: ModelCase, n: int, workers: int, paths: set[str], args: argpar
     items_dir = args.work / case.name / f"items-{n}"
     case.write_items(items_dir, n)
     folder = args.work / case.name / f"n{n}-w{workers}"
-    wf_path = bench_workflow(case, items_dir, workers, folder, args.chunk_size)
+    wf_path = bench_workflow(case, items_dir, workers, folder, args.chunk_size, args.outputs)
     wf = load_workflow(wf_path)
     run = Run(case.name, n, workers, wf.chunk_size, [round(x, 2) for x in os.getloadavg()])
     t0 = time.perf_counter()

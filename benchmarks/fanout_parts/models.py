@@ -115,8 +115,10 @@ MODELS = {
 }
 
 
-def bench_workflow(case: ModelCase, items_dir: Path, workers: int, folder: Path, chunk_size: int | None) -> Path:
-    """A copy of the model's workflow reading the prepared rows, with `workers` workers per node."""
+def bench_workflow(case: ModelCase, items_dir: Path, workers: int, folder: Path, chunk_size: int | None,
+                   outputs: str = "jsonl") -> Path:
+    """A copy of the model's workflow reading the prepared rows, with `workers` workers per node,
+    writing results as `outputs` (jsonl or parquet)."""
     wf = load_workflow(case.workflow)
     data = yaml.safe_load(case.workflow.read_text())
     provider = wf.provider.model_dump(exclude_none=True)
@@ -130,7 +132,7 @@ def bench_workflow(case: ModelCase, items_dir: Path, workers: int, folder: Path,
     for hook in ("preprocess", "postprocess"):  # the items are already the model's inputs
         data.pop(hook, None)
     data.pop("outputs", None)
-    data["outputs"] = {"top_k": wf.outputs.top_k}
+    data["outputs"] = {"top_k": wf.outputs.top_k, "format": outputs}
     if chunk_size:
         data["chunk_size"] = chunk_size
     folder.mkdir(parents=True, exist_ok=True)
