@@ -70,7 +70,9 @@ class ModelCase:
             _module(self.folder / "prepare.py", "heavy_prepare").write_rows(folder, n)
             return
         if self.named:
-            _write_npz(folder, n, _module(self.folder / "prepare.py", "jets_prepare").make_jets)
+            jets = _module(self.folder / "prepare.py", "jets_prepare")
+            _module(WORKFLOWS / "heavy" / "prepare.py", "heavy_prepare").write_rows(
+                folder, n, make=lambda m, start: jets.make_jets(m, jets.SEED + start))
             return
         digits = _digit_pixels()
 
@@ -78,26 +80,6 @@ class ModelCase:
             return digits[(start + np.arange(m)) % len(digits)]
 
         _module(WORKFLOWS / "heavy" / "prepare.py", "heavy_prepare").write_rows(folder, n, make=make)
-
-
-def _write_npz(out: Path, n: int, make, rows_per_file: int = 10_000) -> None:
-    """n items as part-NNNNN.npz files of `make(rows, seed)`'s named arrays; files already there with
-    the right count are kept, extra ones removed."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, lo in enumerate(range(0, n, rows_per_file)):
-        m = min(rows_per_file, n - lo)
-        path = out / f"part-{i:05d}.npz"
-        paths.append(path)
-        if path.exists():
-            with np.load(path) as f:
-                if all(len(f[k]) == m for k in f.files):
-                    continue
-        tmp = out / f"part-{i:05d}.tmp.npz"
-        np.savez(tmp, **make(m, i))
-        tmp.replace(path)
-    for stale in set(out.glob("part-*.npz")) - set(paths):
-        stale.unlink()
 
 
 def _digit_pixels() -> np.ndarray:

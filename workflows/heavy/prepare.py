@@ -124,28 +124,41 @@ def make_jets(n: int, start: int = 0, seed: int = SEED) -> np.ndarray:
 
 
 def write_rows(out: Path, n: int, rows_per_file: int = ROWS_PER_FILE, make=make_jets) -> list[Path]:
-    """Write n items as part-NNNNN.npy files of rows_per_file rows (the last may be shorter);
-    files already there with the right shape are kept, extra ones removed."""
+    """Write n items as part-NNNNN.npy files of rows_per_file rows (the last may be shorter), or,
+    where `make` gives named arrays, part-NNNNN.npz files of them; files already there with the
+    right count are kept, extra ones removed."""
     if rows_per_file % ROWS_PER_FILE and make is make_jets:
         raise ValueError(f"rows_per_file must be a multiple of {ROWS_PER_FILE}")
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    named = isinstance(make(1, 0), dict)  # rows of one array, or named arrays
+    paths: list[Path] = []
     for i, lo in enumerate(range(0, n, rows_per_file)):
         m = min(rows_per_file, n - lo)
-        path = out / f"part-{i:05d}.npy"
+        path = out / f"part-{i:05d}{'.npz' if named else '.npy'}"
         paths.append(path)
-        if path.exists():
-            try:
-                if np.load(path, mmap_mode="r").shape[0] == m:
-                    continue
-            except ValueError:
-                pass
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, make(m, lo))
+        if path.exists() and _count(path) == m:
+            continue
+        tmp = path.with_suffix(f".tmp{path.suffix}")
+        data = make(m, lo)
+        if named:
+            np.savez(tmp, **data)
+        else:
+            np.save(tmp, data)
         tmp.replace(path)
-    for stale in set(out.glob("part-*.npy")) - set(paths):
+    for stale in {*out.glob("part-*.npy"), *out.glob("part-*.npz")} - set(paths):
         stale.unlink()
     return paths
+
+
+def _count(path: Path) -> int | None:
+    """Items in a part file (the first array's, for .npz), or None if it cannot be read."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as f:
+                return len(f[f.files[0]])
+        return int(np.load(path, mmap_mode="r").shape[0])
+    except (ValueError, OSError, IndexError):
+        return None
 
 
 def main() -> None:
