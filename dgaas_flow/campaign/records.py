@@ -6,8 +6,9 @@ top_k is 0. An error: `{"id", "ok": false, "error", "pilot", ["label"]}`.
 
 Successes are the hot path of a campaign: a tiny model infers an item in a few microseconds, and a
 dict plus `json.dumps` per item cost about ten. So the classes are ranked for the whole request in
-numpy and each line is one string format of pre-encoded parts; strings go through the json
-module's own escaper, so the lines are exactly what `json.dumps` writes.
+numpy, and a request's lines are joined item by item in Arrow from pre-encoded parts; strings go
+through the json module's own escaper and numbers are written as Python writes them, so the lines
+are exactly what `json.dumps` writes.
 
 A campaign's workers do not make the lines: they rank, and send each request's classes and values
 as arrays (`ChunkAnswers`), a few bytes an item where a line is about 150; the driver, which
