@@ -103,7 +103,9 @@ def test_a_runs_quoted_ids_are_its_ids_as_json_writes_them(rel, suffix):
     rows = inputs.FileSlice("/any/" + rel, rel, None, 7, 3, suffix)
     whole = inputs.FileSlice("/any/" + rel, rel, None, suffix=suffix)
     for run in (rows, whole):
-        assert run.quoted_ids().to_pylist() == [json.dumps(i) for i in run.ids()]
+        assert inputs.quoted_ids([run]).to_pylist() == [json.dumps(i) for i in run.ids()]
+    both = inputs.quoted_ids([whole, rows, whole, whole])  # whole-file ids gathered, in order
+    assert both.to_pylist() == [json.dumps(i) for run in (whole, rows, whole, whole) for i in run.ids()]
     out = np.eye(3, dtype=np.float32)
     lines = success_lines(list(rows.ids()), [None] * 3, out, 1, ["0", "1", "2"], None, None, 1.0)
     assert [r["id"] for r in _parsed(lines)] == [f"{rel}:{row}{suffix}" for row in (7, 8, 9)]

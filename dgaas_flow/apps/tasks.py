@@ -15,6 +15,7 @@ or one error. It raises only when its worker is lost, and then Parsl retries the
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from parsl import python_app
 from dgaas_flow.apps.client import Connection, ModelInfo, PilotClient, TensorInfo, client_for, fit_shape
 from dgaas_flow.campaign import records
 from dgaas_flow.errors import PilotError
-from dgaas_flow.inputs import ChunkReader, FileSlice, Item
+from dgaas_flow.inputs import ChunkReader, FileSlice, Item, quoted_ids
 from dgaas_flow.inputs.base import Batch
 
 Hook = str | Callable[..., Any] | None
@@ -438,9 +439,12 @@ def infer_encoded(chunk: str, req: InferRequest) -> dict[str, Any]:
     per Python object it moves, more than a small model's inference, and every byte costs on each
     of Parsl's hops: one string in and one small bytes object out cost little."""
     runs = [FileSlice(*fields) for fields in json.loads(chunk)]
-    ids = req.results != "jsonl"  # lines are made by the driver, which has the ids
-    return infer_lines([Source(run.quoted_ids().to_pylist() if ids else None, run.path, run.start, run.count,
-                               run.label, run.problem) for run in runs], req, answers=True)
+    ids: list[str | None] = [None] * len(runs)  # jsonl: the lines are made by the driver, which has the ids
+    if req.results != "jsonl":
+        every = iter(quoted_ids(runs).to_pylist())
+        ids = [list(itertools.islice(every, run.count)) for run in runs]
+    return infer_lines([Source(run_ids, run.path, run.start, run.count, run.label, run.problem)
+                        for run_ids, run in zip(ids, runs, strict=True)], req, answers=True)
 
 
 infer_encoded_chunk = python_app(infer_encoded)

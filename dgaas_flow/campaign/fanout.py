@@ -50,13 +50,10 @@ def _lost_chunk(chunk: list[FileSlice], exc: BaseException, results: str = "json
 
 def _ids_and_labels(chunk: list[FileSlice]) -> tuple[Any, list[str | None]]:
     """The chunk's items' quoted ids (an Arrow string array) and labels, in order."""
-    import pyarrow as pa
-
     labels: list[str | None] = []
     for run in chunk:
         labels += [run.label] * run.count
-    ids = [run.quoted_ids() for run in chunk]
-    return (pa.concat_arrays(ids) if len(ids) > 1 else ids[0]), labels
+    return inputs.quoted_ids(chunk), labels
 
 
 def open_results(wf: Workflow, out_dir: Path) -> tuple[ResultsFile | ResultsParts, bool]:

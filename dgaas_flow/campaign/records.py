@@ -140,8 +140,8 @@ def _error_line(quoted_id: str, message: str, pilot: str | None, label: str | No
 
 
 def quote(ids: Iterable[str]) -> list[str]:
-    """Ids as `ChunkRecords` takes them: JSON strings, quotes included (`inputs.Run.quoted_ids`
-    makes a run's without escaping each)."""
+    """Ids as `ChunkRecords` takes them: JSON strings, quotes included (`inputs.quoted_ids`
+    makes runs' without escaping each)."""
     return [json_string(i) for i in ids]
 
 

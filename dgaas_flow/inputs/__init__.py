@@ -15,8 +15,9 @@ from dgaas_flow.inputs.slices import (
     enumerate_slices,
     glob_root,
     matches,
+    quoted_ids,
 )
 
 __all__ = ["READERS", "Batch", "ChunkReader", "FileSlice", "InputBase", "InputItem", "InputSpec", "Item", "Reader",
            "chunk_slices", "enumerate_items", "enumerate_slices", "glob_root", "input_spec", "matches",
-           "plugin_class", "reader_for"]
+           "plugin_class", "quoted_ids", "reader_for"]

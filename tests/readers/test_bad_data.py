@@ -12,7 +12,7 @@ from dgaas_flow.apps.client import ModelInfo, TensorInfo, fit_shape
 from dgaas_flow.apps.tasks import InferRequest, bind, model_pixels, safe_cast
 from dgaas_flow.campaign.records import ChunkRecords, quote
 from dgaas_flow.campaign.sink import ResultsFile
-from dgaas_flow.inputs import ChunkReader, enumerate_slices, slices
+from dgaas_flow.inputs import ChunkReader, enumerate_slices, quoted_ids, slices
 
 pytestmark = pytest.mark.readers
 
@@ -125,7 +125,7 @@ def test_ids_of_names_that_are_not_utf8_survive_a_resume(tmp_path):
     name = os.fsdecode(b"caf\xe9-\xff.npy")  # Latin-1 bytes: surrogates in Python's str
     np.save(os.path.join(tmp_path, name), np.zeros(3))
     (run,) = list(enumerate_slices(str(tmp_path / "*.npy"), "rows"))
-    chunk = ChunkRecords(run.quoted_ids(), [None] * 3)
+    chunk = ChunkRecords(quoted_ids([run]), [None] * 3)
     chunk.succeed([0, 1], np.eye(2, dtype=np.float32), 1, ["a", "b"], None, None, 1.0)
     chunk.fail([2], "x: y", None)
     path = tmp_path / "results.jsonl"
