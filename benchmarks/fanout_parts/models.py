@@ -138,6 +138,9 @@ def load_rows(items_dir: Path) -> np.ndarray | dict[str, np.ndarray]:
     array, or named arrays (.npz items)."""
     npz = sorted(items_dir.glob("*.npz"))
     if npz:
-        files = [np.load(p) for p in npz]
-        return {k: np.concatenate([f[k] for f in files]) for k in files[0].files}
+        parts = []
+        for path in npz:
+            with np.load(path) as f:
+                parts.append({k: f[k] for k in f.files})
+        return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
     return np.concatenate([np.load(p) for p in sorted(items_dir.glob("*.npy"))])

@@ -59,7 +59,11 @@ def naive_chunk(items: list, kind: str, model_dir: str, top_k: int) -> dict:
     for _, path, row in items:
         if path not in arrays:
             data = np.load(path, mmap_mode="r")
-            arrays[path] = dict(data) if hasattr(data, "files") else {"": data}  # .npz: its named arrays
+            if hasattr(data, "files"):  # .npz: its named arrays, read whole
+                with data:
+                    arrays[path] = dict(data)
+            else:
+                arrays[path] = {"": data}
         for name, array in arrays[path].items():
             rows.setdefault(name, []).append(array[row])
     probs = infer({name: np.stack(values) for name, values in rows.items()})

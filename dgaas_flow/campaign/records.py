@@ -260,7 +260,7 @@ class ChunkAnswers:
         if len(class_names) > len(self.class_names):
             self.class_names = list(class_names)
         span = _span(positions)
-        at = (span.start, span.stop) if span else np.asarray(positions, dtype=np.int64)
+        at = range(span.start, span.stop) if span else np.asarray(positions, dtype=np.int64)
         self.answers.append((at, *rank(out, top_k), pilot, block, latency_ms, extra))
 
     def fail(self, positions: Sequence[int], message: str, pilot: str | None) -> None:
@@ -271,13 +271,14 @@ class ChunkAnswers:
                 "latencies_ms": latencies_ms}
 
 
-def lines_of(outcome: dict[str, Any], quoted_ids: list[str], labels: list[str | None]) -> dict[str, Any]:
+def lines_of(outcome: dict[str, Any], quoted_ids: Sequence[str] | Any, labels: list[str | None]) -> dict[str, Any]:
     """A ChunkAnswers outcome as ChunkRecords.outcome gives it (its lines and counts), for the chunk's
-    items: their ids quoted (see `quote`) and their labels."""
+    items: their ids quoted (a list, see `quote`, or an Arrow string array, see `inputs.quoted_ids`)
+    and their labels."""
     class_names, answers, errors = pickle.loads(outcome["answers"])
     chunk = ChunkRecords(quoted_ids, labels)
     for at, index, values, pilot, block, latency_ms, extra in answers:
-        chunk.add(range(*at) if isinstance(at, tuple) else at.tolist(), index, values, class_names, pilot, block,
+        chunk.add(at if isinstance(at, range) else at.tolist(), index, values, class_names, pilot, block,
                   latency_ms, extra)
     for positions, message, pilot in errors:
         chunk.fail(positions, message, pilot)
