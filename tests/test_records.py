@@ -140,8 +140,8 @@ def test_a_server_that_only_failed_counts_as_asked():
 def test_a_workers_arrays_make_the_same_lines_and_counts_in_the_driver(top_k, labelled):
     """A campaign's worker sends arrays (ChunkAnswers) and the driver makes the lines: the bytes
     written and the summary's counts are those of lines made on the worker, whatever was called."""
-    ids = records.quote(["a.npy:0", 'b "q"\\ é.npy', "\U0001f600.npy", "d", "e", "f"])
-    labels = ["q", None, "Z", "g", "g", None] if labelled else [None] * 6
+    ids = records.quote(["a.npy:0", 'b "q"\\ é.npy', "\U0001f600.npy", "d", "e", "f", "g:1", "g:2", "g:3", "g:4"])
+    labels = ["q", None, "Z", "g", "g", None, "b", None, "c", "d"] if labelled else [None] * 10
     out = np.array([[0.1, 0.7, 0.05, 0.1, 0.05], [0.3, 0.2, 0.1, 0.35, 0.05], [0.0, 0.0, 0.0, 1.0, 0.0]],
                    dtype=np.float32)
     extra = {"energy": np.array([1.5, -2.0]), "tag": np.array(["x", "ü"])}
@@ -150,8 +150,28 @@ def test_a_workers_arrays_make_the_same_lines_and_counts_in_the_driver(top_k, la
         chunk.succeed(range(3), out, top_k, NAMES, "http://h:1", "0", 2.5)
         chunk.fail([3], 'cannot read: d: "bad" ü', None)
         chunk.succeed([5, 4], out[:2], top_k, NAMES, "http://h:2", "1", 1.25, extra=extra)
-    made = records.lines_of(sent.outcome([2.5, 1.25]), ids, labels)
-    assert made == here.outcome([2.5, 1.25])
+        # the same shape as the first request: their lines are made together, each with its own
+        # pilot, block and latency
+        chunk.succeed(range(6, 8), out[1:], top_k, NAMES, "http://h:3", "1", 0.75)
+        chunk.succeed(range(8, 10), out[:2], top_k, NAMES, "http://h:3", None, 0.5)
+    made = records.lines_of(sent.outcome([2.5, 1.25, 0.75, 0.5]), ids, labels)
+    assert made == here.outcome([2.5, 1.25, 0.75, 0.5])
+
+
+def test_a_chunks_requests_in_turn_make_its_lines_in_order():
+    """Requests that follow one another (a chunk read without failures) are one run of lines."""
+    out = np.random.default_rng(2).random((600, 300), dtype=np.float32)  # 300 classes: indices above 255
+    ids = records.quote(f"items.npy:{k}" for k in range(600))
+    here, sent = records.ChunkRecords(ids, [None] * 600), records.ChunkAnswers()
+    for chunk in (here, sent):
+        for start in range(0, 600, 256):
+            chunk.succeed(range(start, min(start + 256, 600)), out[start:start + 256], 1,
+                          [f"c{k}" for k in range(300)], "http://h:1", "0", start / 100)
+    made = records.lines_of(sent.outcome([1.0, 2.0, 3.0]), ids, [None] * 600)
+    assert made == here.outcome([1.0, 2.0, 3.0])
+    parsed = _parsed(made["jsonl"].decode().splitlines(keepends=True))
+    assert [r["latency_ms"] for r in parsed[::256]] == [0.0, 2.56, 5.12]
+    assert [r["prediction"] for r in parsed] == [f"c{k}" for k in out.argmax(axis=1)]
 
 
 def test_what_a_worker_sends_for_a_request_is_a_few_bytes_an_item():

@@ -219,36 +219,44 @@ class _Display:
 
 def _fan_out(todo: Iterator[list[FileSlice]], wf, request, results, stats: RunStats, display: _Display,
              stop: threading.Event, in_flight: dict[cf.Future, list[FileSlice]]) -> None:
+    """Keep `wf.in_flight_limit()` chunks in flight until `todo` is done. Finished chunks leave the
+    count before their lines are made, and their places are filled first: making a chunk's lines is
+    the driver's serial work, and the workers' queue should not wait for it."""
+    limit, more = wf.in_flight_limit(), True
 
-    def collect(done_futures) -> None:
-        for fut in done_futures:
-            chunk = in_flight.pop(fut)
-            try:
-                outcome = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
-                display.watch.counts(now=True)  # unless every pilot failed: then its items stay undone
-                outcome = _lost_chunk(chunk, exc, request.results)
-            if "answers" in outcome:
-                outcome = records.lines_of(outcome, *_ids_and_labels(chunk))
-            results.append(outcome)
-            stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"], outcome["contacted"])
-            display.advance(outcome["items"], outcome["failed"])
-            # a finished Parsl future holds its result until Python's cycle collector frees both; the
-            # chunk's text (a megabyte at 8,192 items) goes now, so memory does not grow with chunks
-            outcome.clear()
+    def fill() -> None:
+        nonlocal more
+        while more and len(in_flight) < limit and not stop.is_set():
+            chunk = next(todo, None)
+            if chunk is None:
+                more = False
+                return
+            in_flight[infer_encoded_chunk(encode_chunk(chunk), request)] = chunk
 
-    def wait_while(condition) -> None:
-        while condition():
-            if stop.is_set():
-                raise KeyboardInterrupt
-            done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
-            collect(done)
-            display.refresh()
+    def collect(fut: cf.Future, chunk: list[FileSlice]) -> None:
+        try:
+            outcome = fut.result()
+        except Exception as exc:  # noqa: BLE001 - a lost chunk becomes recorded errors
+            display.watch.counts(now=True)  # unless every pilot failed: then its items stay undone
+            outcome = _lost_chunk(chunk, exc, request.results)
+        if "answers" in outcome:
+            outcome = records.lines_of(outcome, *_ids_and_labels(chunk))
+        results.append(outcome)
+        stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"], outcome["contacted"])
+        display.advance(outcome["items"], outcome["failed"])
+        # a finished Parsl future holds its result until Python's cycle collector frees both; the
+        # chunk's text (a megabyte at 8,192 items) goes now, so memory does not grow with chunks
+        outcome.clear()
 
-    limit = wf.in_flight_limit()
-    while not stop.is_set() and (chunk := next(todo, None)):
-        wait_while(lambda: len(in_flight) >= limit)
-        in_flight[infer_encoded_chunk(encode_chunk(chunk), request)] = chunk
+    fill()
+    while in_flight:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+        finished = [(fut, in_flight.pop(fut)) for fut in done]
+        fill()
+        for fut, chunk in finished:
+            collect(fut, chunk)
+        display.refresh()
     if stop.is_set():
         raise KeyboardInterrupt
-    wait_while(lambda: bool(in_flight))

@@ -1,4 +1,4 @@
-"""The lines of results.jsonl: one JSON object per item, encoded a request at a time.
+"""The lines of results.jsonl: one JSON object per item, encoded a request or a chunk at a time.
 
 A success: `{"id", "prediction", "score", ["top"], "ok": true, "pilot", "block", "latency_ms",
 ["label", "correct"]}`, or `"output"` (the raw values) in place of prediction and score when
@@ -6,9 +6,9 @@ top_k is 0. An error: `{"id", "ok": false, "error", "pilot", ["label"]}`.
 
 Successes are the hot path of a campaign: a tiny model infers an item in a few microseconds, and a
 dict plus `json.dumps` per item cost about ten. So the classes are ranked for the whole request in
-numpy, and a request's lines are joined item by item in Arrow from pre-encoded parts; strings go
-through the json module's own escaper and numbers are written as Python writes them, so the lines
-are exactly what `json.dumps` writes.
+numpy, and the lines are joined item by item in Arrow from pre-encoded parts, all of a chunk's
+requests at once where they have one shape; strings go through the json module's own escaper and
+numbers are written as Python writes them, so the lines are exactly what `json.dumps` writes.
 
 A campaign's workers do not make the lines: they rank, and send each request's classes and values
 as arrays (`ChunkAnswers`), a few bytes an item where a line is about 150; the driver, which
@@ -18,6 +18,7 @@ byte a result moves costs on each of Parsl's hops (worker, pool manager, interch
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 from collections import Counter
@@ -59,19 +60,29 @@ def rank(out: np.ndarray, top_k: int) -> tuple[np.ndarray | None, np.ndarray]:
     flat = out.reshape(len(out), -1)
     top_k = min(top_k, flat.shape[1])
     best = flat.argmax(axis=1)[:, None] if top_k == 1 else np.argsort(-flat, axis=1, kind="stable")[:, :top_k]
-    return best, np.take_along_axis(flat, best, axis=1)
+    # the smallest type that holds every class index: a chunk's answers cross three processes
+    return best.astype(np.min_scalar_type(flat.shape[1] - 1)), np.take_along_axis(flat, best, axis=1)
+
+
+def _served(pilot: str | None, block: str | None, latency_ms: float) -> str:
+    """The members of a success line that its request gives: every item of the request shares them."""
+    return f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},"latency_ms":{round(latency_ms, 3)!r}'
 
 
 def _success_lines(
     ids: Any, labels: Sequence[str | None] | None, index: np.ndarray | None, values: np.ndarray,
-    class_names: list[str], pilot: str | None, block: str | None, latency_ms: float,
+    class_names: list[str], served: list[str], request_of: np.ndarray | None,
     extra: dict[str, np.ndarray] | None = None,
 ) -> tuple[Any, list[str | None]]:
-    """One line per item of a request's ranked output (see `rank`), as an Arrow string array, and,
-    where there are labels, each item's prediction; `ids` quoted (see `quote`), an Arrow string array;
-    labels None: none of the items has one. `extra`: more columns (other kept outputs, a postprocess
-    hook's), one value per item, under their names. A line's parts are joined item by item in Arrow:
-    a line is a few hundred nanoseconds of Python, as much as a tiny model's inference."""
+    """One line per item of ranked outputs (see `rank`), as an Arrow string array, and, where there
+    are labels, each item's prediction; `ids` quoted (see `quote`), an Arrow string array; labels
+    None: none of the items has one. `served`: each request's members (see `_served`);
+    `request_of`: each item's request (None: they are all of the first). `extra`: more columns
+    (other kept outputs, a postprocess hook's), one value per item, under their names.
+
+    A line's parts are joined item by item in Arrow: a line is a few hundred nanoseconds of Python,
+    as much as a tiny model's inference. Arrow's join costs by the part, so constant text rides in
+    the parts beside it (a class name's entry holds its keys, a request's members the line's end)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -79,27 +90,27 @@ def _success_lines(
     parts: list[Any] = ['{"id":', ids]
     predictions: list[str | None] = []
     if index is None:
-        parts += [',"output":', pa.array([json.dumps(row, separators=(",", ":"))
-                                          for row in values.reshape(n, -1).tolist()], pa.string())]
+        parts.append(pa.array([',"output":' + json.dumps(row, separators=(",", ":"))
+                               for row in values.reshape(n, -1).tolist()], pa.string()))
         predictions = [None] * n if labels is not None else []
     else:
         names = [json_string(c) for c in class_names]
         best = index[:, 0]
-        parts += [',"prediction":', pa.array(names, pa.string()).take(best), ',"score":', _numbers(values[:, 0])]
+        entries = pa.array([f',"prediction":{name},"score":' for name in names], pa.string())
+        parts += [entries.take(best), _numbers(values[:, 0])]
         if labels is not None:
             predictions = [class_names[k] for k in best.tolist()]
         if index.shape[1] > 1:
             k, texts = index.shape[1], _numbers(values).to_pylist()
-            tops = [",".join(f"[{names[c]},{texts[i * k + j]}]" for j, c in enumerate(row))
-                    for i, row in enumerate(index.tolist())]
-            parts += [',"top":[', pa.array(tops, pa.string()), "]"]
+            parts.append(pa.array([',"top":[' + ",".join(f"[{names[c]},{texts[i * k + j]}]" for j, c in enumerate(row))
+                                   + "]" for i, row in enumerate(index.tolist())], pa.string()))
     if extra:
         parts.append(pa.array(_columns(extra, n), pa.string()))
-    parts.append(f',"ok":true,"pilot":{json.dumps(pilot)},"block":{json.dumps(block)},'
-                 f'"latency_ms":{round(latency_ms, 3)!r}')
+    ends = served if labels is not None else [members + "}\n" for members in served]
+    parts.append(ends[0] if request_of is None else pa.array(ends, pa.string()).take(request_of))
     if labels is not None:
-        parts.append(pa.array([_label(label, p) for label, p in zip(labels, predictions, strict=True)], pa.string()))
-    parts.append("}\n")
+        parts.append(pa.array([_label(label, p) + "}\n" for label, p in zip(labels, predictions, strict=True)],
+                              pa.string()))
     return pc.binary_join_element_wise(*[pa.scalar(p, pa.string()) if isinstance(p, str) else p for p in parts],
                                        ""), predictions
 
@@ -161,6 +172,25 @@ def _span(positions: Sequence[int]) -> slice | None:
     return None
 
 
+Answer = tuple  # a request's (positions: range or int64 array, class indices or None, values, pilot, block,
+#                 latency_ms, extra columns or None), as ChunkAnswers keeps it
+
+
+def _shape(answer: Answer) -> tuple:
+    """What answers must share for their lines to be made together (their arrays concatenate)."""
+    _, index, values, *_, extra = answer
+    columns = None if extra is None else tuple((k, np.shape(v)[1:], np.asarray(v).dtype) for k, v in extra.items())
+    return None if index is None else index.shape[1:], values.shape[1:], values.dtype, columns
+
+
+def _joined(positions: list[range | np.ndarray]) -> range | np.ndarray:
+    """Requests' positions as one: a range when they follow one another, as they usually do."""
+    if all(isinstance(p, range) for p in positions) and \
+            all(a.stop == b.start for a, b in itertools.pairwise(positions)):  # type: ignore[union-attr]
+        return range(positions[0].start, positions[-1].stop)  # type: ignore[union-attr]
+    return np.concatenate([np.arange(p.start, p.stop) if isinstance(p, range) else p for p in positions])
+
+
 class ChunkRecords:
     """A chunk's lines, in item order, and what summary.json counts of them: counted here as the
     lines are made, so that the end of a campaign does not read its results.jsonl back (4 s for a
@@ -182,24 +212,30 @@ class ChunkRecords:
                 pilot: str | None, block: str | None, latency_ms: float,
                 extra: dict[str, np.ndarray] | None = None) -> None:
         """The items at `positions` got the rows of `out` (and of `extra`'s columns), from one request."""
-        self.add(positions, *rank(out, top_k), class_names, pilot, block, latency_ms, extra)
-
-    def add(self, positions: Sequence[int], index: np.ndarray | None, values: np.ndarray, class_names: list[str],
-            pilot: str | None, block: str | None, latency_ms: float,
-            extra: dict[str, np.ndarray] | None = None) -> None:
-        """As `succeed`, with the output already ranked (see `rank`)."""
         span = _span(positions)
         at = range(span.start, span.stop) if span else np.asarray(positions, dtype=np.int64)
-        ids = self.ids.slice(span.start, span.stop - span.start) if span else self.ids.take(at)
+        self.add([(at, *rank(out, top_k), pilot, block, latency_ms, extra)], class_names)
+
+    def add(self, answers: list[Answer], class_names: list[str]) -> None:
+        """Requests' answers, already ranked (see `ChunkAnswers`), all of one shape (see `_shape`):
+        their lines are made together, a few Arrow calls for the lot."""
+        at = _joined([a[0] for a in answers])
+        index = None if answers[0][1] is None else np.concatenate([a[1] for a in answers])
+        values = np.concatenate([a[2] for a in answers])
+        extra = None if answers[0][6] is None else \
+            {name: np.concatenate([np.asarray(a[6][name]) for a in answers]) for name in answers[0][6]}
+        served = [_served(pilot, block, ms) for _, _, _, pilot, block, ms, _ in answers]
+        request_of = np.repeat(np.arange(len(answers)), [len(a[0]) for a in answers]) if len(answers) > 1 else None
+        ids = self.ids.slice(at.start, len(at)) if isinstance(at, range) else self.ids.take(at)
         labels = None
         if self.labelled_items:
-            labels = self.labels[span] if span else [self.labels[p] for p in positions]
-        lines, predictions = _success_lines(ids, labels, index, values, class_names, pilot, block, latency_ms,
-                                            extra)
+            labels = self.labels[at.start:at.stop] if isinstance(at, range) else [self.labels[p] for p in at.tolist()]
+        lines, predictions = _success_lines(ids, labels, index, values, class_names, served, request_of, extra)
         self.pieces.append((at, lines))
-        self.pilots[pilot or "?"] += len(positions)
-        if pilot:
-            self.contacted.add(pilot)
+        for a in answers:
+            self.pilots[a[3] or "?"] += len(a[0])
+            if a[3]:
+                self.contacted.add(a[3])
         if labels is None:
             return
         checked = [label == prediction for label, prediction in zip(labels, predictions, strict=True)
@@ -277,9 +313,11 @@ def lines_of(outcome: dict[str, Any], quoted_ids: Sequence[str] | Any, labels: l
     and their labels."""
     class_names, answers, errors = pickle.loads(outcome["answers"])
     chunk = ChunkRecords(quoted_ids, labels)
-    for at, index, values, pilot, block, latency_ms, extra in answers:
-        chunk.add(at if isinstance(at, range) else at.tolist(), index, values, class_names, pilot, block,
-                  latency_ms, extra)
+    alike: dict[tuple, list[Answer]] = {}
+    for answer in answers:
+        alike.setdefault(_shape(answer), []).append(answer)
+    for group in alike.values():
+        chunk.add(group, class_names)
     for positions, message, pilot in errors:
         chunk.fail(positions, message, pilot)
     return chunk.outcome(outcome["latencies_ms"])
