@@ -258,7 +258,7 @@ class _Task:
         if hasattr(reader.reader, "model_pixels"):
             reader.reader.model_pixels = model_pixels(info)
 
-    def read(self, pos: int, src: Source, offset: int, n: int) -> tuple[list[int], dict[str, np.ndarray]] | None:
+    def read(self, pos: int, src: Source, offset: int, n: int) -> tuple[Sequence[int], dict[str, np.ndarray]] | None:
         """Items of one source as the model's tensors, cast; the items that cannot be are recorded
         as failed here."""
         positions = range(pos, pos + n)
@@ -296,7 +296,7 @@ class _Task:
             for row, reason in why.items():
                 bad.setdefault(row, f"input {name}: {reason}")
         if not bad:
-            return list(positions), tensors
+            return positions, tensors
         for row, reason in bad.items():
             self.chunk.fail([pos + row], f"bad value: {src.path}: {reason}", None)
         good = [r for r in range(n) if r not in bad]
@@ -306,16 +306,17 @@ class _Task:
 
     def run(self, group: list[tuple[int, Source, int, int]]) -> None:
         parts = [p for p in (self.read(*piece) for piece in group) if p is not None]
-        by_shape: dict[tuple, list[tuple[list[int], dict[str, np.ndarray]]]] = {}
+        by_shape: dict[tuple, list[tuple[Sequence[int], dict[str, np.ndarray]]]] = {}
         for positions, tensors in parts:  # a model of variable dims: items of one shape per request
             by_shape.setdefault(tuple((k, v.shape[1:]) for k, v in tensors.items()), []).append((positions, tensors))
         for same in by_shape.values():
-            positions = [p for ps, _ in same for p in ps]
+            # one source's run of items stays a range: it is recorded as a slice, not item by item
+            positions = same[0][0] if len(same) == 1 else [p for ps, _ in same for p in ps]
             tensors = {k: np.concatenate([t[k] for _, t in same]) if len(same) > 1 else same[0][1][k]
                        for k in same[0][1]}
             self.send(positions, tensors)
 
-    def send(self, positions: list[int], tensors: dict[str, np.ndarray]) -> None:
+    def send(self, positions: Sequence[int], tensors: dict[str, np.ndarray]) -> None:
         batched = self.info.max_batch_size > 0
         if not batched:  # a model without a batch axis: one item per request
             for k, p in enumerate(positions):
@@ -323,7 +324,7 @@ class _Task:
             return
         self.send_one(positions, tensors, batched)
 
-    def send_one(self, positions: list[int], tensors: dict[str, np.ndarray], batched: bool) -> None:
+    def send_one(self, positions: Sequence[int], tensors: dict[str, np.ndarray], batched: bool) -> None:
         req = self.req
         t0 = time.perf_counter()
         try:
