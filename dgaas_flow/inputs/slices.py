@@ -80,6 +80,9 @@ class FileSlice:
         return [self.path, self.rel, self.label, self.start, self.count, self.suffix, self.problem]
 
 
+_PAST_THE_END = 2**31 - 1  # a slice position beyond any string's end: Arrow clamps it to the end
+
+
 def quoted_ids(runs: Iterable[FileSlice]) -> Any:
     """The runs' item ids in order, as JSON strings, quotes included, as result lines hold them: an
     Arrow string array. Escaping is per character, so the escaped head and tail of a rows run hold
@@ -99,7 +102,10 @@ def quoted_ids(runs: Iterable[FileSlice]) -> Any:
             whole = []
         head, tail = json_string(f"{run.rel}:")[:-1], json_string(run.suffix)[1:]
         rows = pc.cast(pa.array(np.arange(run.start, run.start + run.count)), pa.string())
-        pieces.append(pc.binary_join_element_wise(pa.scalar(head), rows, pa.scalar(tail), ""))
+        # inserted around each row's number (at its start and past its end): a third of the cost of
+        # joining it with two constants
+        pieces.append(pc.binary_replace_slice(pc.binary_replace_slice(rows, start=0, stop=0, replacement=head),
+                                              start=_PAST_THE_END, stop=_PAST_THE_END, replacement=tail))
     if whole or not pieces:
         pieces.append(pa.array(whole, pa.string()))
     return pa.concat_arrays(pieces) if len(pieces) > 1 else pieces[0]
