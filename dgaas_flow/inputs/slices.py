@@ -83,6 +83,18 @@ class FileSlice:
 _PAST_THE_END = 2**31 - 1  # a slice position beyond any string's end: Arrow clamps it to the end
 
 
+def around(strings: Any, head: str = "", tail: str = "") -> Any:
+    """An Arrow string array with `head` before and `tail` after each string: inserted by slice
+    (at the start, and past the end), a third of the cost of a join with two constants."""
+    import pyarrow.compute as pc
+
+    if head:
+        strings = pc.binary_replace_slice(strings, start=0, stop=0, replacement=head)
+    if tail:
+        strings = pc.binary_replace_slice(strings, start=_PAST_THE_END, stop=_PAST_THE_END, replacement=tail)
+    return strings
+
+
 def quoted_ids(runs: Iterable[FileSlice]) -> Any:
     """The runs' item ids in order, as JSON strings, quotes included, as result lines hold them: an
     Arrow string array. Escaping is per character, so the escaped head and tail of a rows run hold
@@ -101,11 +113,7 @@ def quoted_ids(runs: Iterable[FileSlice]) -> Any:
             pieces.append(pa.array(whole, pa.string()))
             whole = []
         head, tail = json_string(f"{run.rel}:")[:-1], json_string(run.suffix)[1:]
-        rows = pc.cast(pa.array(np.arange(run.start, run.start + run.count)), pa.string())
-        # inserted around each row's number (at its start and past its end): a third of the cost of
-        # joining it with two constants
-        pieces.append(pc.binary_replace_slice(pc.binary_replace_slice(rows, start=0, stop=0, replacement=head),
-                                              start=_PAST_THE_END, stop=_PAST_THE_END, replacement=tail))
+        pieces.append(around(pc.cast(pa.array(np.arange(run.start, run.start + run.count)), pa.string()), head, tail))
     if whole or not pieces:
         pieces.append(pa.array(whole, pa.string()))
     return pa.concat_arrays(pieces) if len(pieces) > 1 else pieces[0]
