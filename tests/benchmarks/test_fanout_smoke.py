@@ -80,3 +80,23 @@ def test_fanout_benchmark_end_to_end(tmp_path: Path):
 
         assert (results / "fanout.md").read_text().count(f"| {name} |") == 1
         assert json.loads((results / "fanout.json").read_text())["models"][name]["items"] == 2000
+
+
+@pytest.mark.integration
+def test_compare_runs_both_trees_in_turn(tmp_path: Path):
+    """benchmarks/compare.py: warm campaigns of a revision's tree and of this one, each session
+    in turn, every campaign complete; the revision's worktree is gone afterwards."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--base", "HEAD", "--items", "2000",
+           "--rounds", "2", "--campaigns", "2", "--work", str(tmp_path / "work")]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    lines = run.stdout.strip().splitlines()
+    assert [line.split()[:3] for line in lines[:4]] == [["round", "1", "base"], ["round", "1", "this"],
+                                                        ["round", "2", "base"], ["round", "2", "this"]]
+    summary = json.loads(lines[-1])
+    assert summary["benchmark"] == "compare" and summary["items"] == 2000
+    for tree in ("base", "this"):
+        assert len(summary["wall_seconds"][tree]) == 4 and min(summary["wall_seconds"][tree]) > 0
+    assert summary["this_over_base"] == pytest.approx(summary["median_s"]["this"] / summary["median_s"]["base"])
+    worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    assert "dgaas-compare-" not in worktrees
