@@ -24,7 +24,7 @@ import pickle
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring_ascii as json_string
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -164,33 +164,45 @@ def _reason(message: str) -> str:
     return message.split(":", 1)[0]
 
 
-def _span(positions: Sequence[int]) -> slice | None:
-    """The slice that the positions are, when they run up one by one (a request whose items were
-    all read, the usual case): its lines then go in by slice, not one by one."""
-    if not positions:
-        return None
-    whole = range(positions[0], positions[-1] + 1)
-    if len(whole) == len(positions) and (isinstance(positions, range) or positions == list(whole)):
-        return slice(whole.start, whole.stop)
-    return None
+def _at(positions: Sequence[int]) -> range | np.ndarray:
+    """The positions as a range when they run up one by one (a request whose items were all read,
+    the usual case: its lines then go in by slice, not one by one), else as an array."""
+    if isinstance(positions, range) and positions.step == 1:
+        return positions
+    if isinstance(positions, list) and positions:
+        whole = range(positions[0], positions[-1] + 1)
+        if len(whole) == len(positions) and positions == list(whole):
+            return whole
+    return np.asarray(positions, dtype=np.int64)
 
 
-Answer = tuple  # a request's (positions: range or int64 array, class indices or None, values, pilot, block,
-#                 latency_ms, extra columns or None), as ChunkAnswers keeps it
+class Answer(NamedTuple):
+    """A request's results as ChunkAnswers keeps them: its items' positions in the chunk, their
+    ranked class indices (None for raw values, top_k 0) and values (see `rank`), who served them,
+    and the extra columns (other kept outputs, a postprocess hook's)."""
+
+    at: range | np.ndarray
+    index: np.ndarray | None
+    values: np.ndarray
+    pilot: str | None
+    block: str | None
+    latency_ms: float
+    extra: dict[str, np.ndarray] | None
 
 
 def _shape(answer: Answer) -> tuple:
     """What answers must share for their lines to be made together (their arrays concatenate)."""
-    _, index, values, *_, extra = answer
+    extra = answer.extra
     columns = None if extra is None else tuple((k, np.shape(v)[1:], np.asarray(v).dtype) for k, v in extra.items())
-    return None if index is None else index.shape[1:], values.shape[1:], values.dtype, columns
+    return None if answer.index is None else answer.index.shape[1:], answer.values.shape[1:], answer.values.dtype, \
+        columns
 
 
 def _joined(positions: list[range | np.ndarray]) -> range | np.ndarray:
     """Requests' positions as one: a range when they follow one another, as they usually do."""
-    if all(isinstance(p, range) for p in positions) and \
-            all(a.stop == b.start for a, b in itertools.pairwise(positions)):  # type: ignore[union-attr]
-        return range(positions[0].start, positions[-1].stop)  # type: ignore[union-attr]
+    ranges = [p for p in positions if isinstance(p, range)]
+    if len(ranges) == len(positions) and all(a.stop == b.start for a, b in itertools.pairwise(ranges)):
+        return range(ranges[0].start, ranges[-1].stop)
     return np.concatenate([np.arange(p.start, p.stop) if isinstance(p, range) else p for p in positions])
 
 
@@ -215,20 +227,19 @@ class ChunkRecords:
                 pilot: str | None, block: str | None, latency_ms: float,
                 extra: dict[str, np.ndarray] | None = None) -> None:
         """The items at `positions` got the rows of `out` (and of `extra`'s columns), from one request."""
-        span = _span(positions)
-        at = range(span.start, span.stop) if span else np.asarray(positions, dtype=np.int64)
-        self.add([(at, *rank(out, top_k), pilot, block, latency_ms, extra)], class_names)
+        self.add([Answer(_at(positions), *rank(out, top_k), pilot, block, latency_ms, extra)], class_names)
 
     def add(self, answers: list[Answer], class_names: list[str]) -> None:
-        """Requests' answers, already ranked (see `ChunkAnswers`), all of one shape (see `_shape`):
-        their lines are made together, a few Arrow calls for the lot."""
-        at = _joined([a[0] for a in answers])
-        index = None if answers[0][1] is None else np.concatenate([a[1] for a in answers])
-        values = np.concatenate([a[2] for a in answers])
-        extra = None if answers[0][6] is None else \
-            {name: np.concatenate([np.asarray(a[6][name]) for a in answers]) for name in answers[0][6]}
-        served = [_served(pilot, block, ms) for _, _, _, pilot, block, ms, _ in answers]
-        request_of = np.repeat(np.arange(len(answers)), [len(a[0]) for a in answers]) if len(answers) > 1 else None
+        """Requests' answers, already ranked, all of one shape (see `_shape`): their lines are made
+        together, a few Arrow calls for the lot."""
+        first = answers[0]
+        at = _joined([a.at for a in answers])
+        index = None if first.index is None else np.concatenate([a.index for a in answers])
+        values = np.concatenate([a.values for a in answers])
+        extra = None if first.extra is None else \
+            {name: np.concatenate([np.asarray(a.extra[name]) for a in answers]) for name in first.extra}
+        served = [_served(a.pilot, a.block, a.latency_ms) for a in answers]
+        request_of = np.repeat(np.arange(len(answers)), [len(a.at) for a in answers]) if len(answers) > 1 else None
         ids = self.ids.slice(at.start, len(at)) if isinstance(at, range) else self.ids.take(at)
         labels = None
         if self.labelled_items:
@@ -236,9 +247,9 @@ class ChunkRecords:
         lines, predictions = _success_lines(ids, labels, index, values, class_names, served, request_of, extra)
         self.pieces.append((at, lines))
         for a in answers:
-            self.pilots[a[3] or "?"] += len(a[0])
-            if a[3]:
-                self.contacted.add(a[3])
+            self.pilots[a.pilot or "?"] += len(a.at)
+            if a.pilot:
+                self.contacted.add(a.pilot)
         if labels is None:
             return
         checked = [label == prediction for label, prediction in zip(labels, predictions, strict=True)
@@ -290,7 +301,7 @@ class ChunkAnswers:
 
     def __init__(self) -> None:
         self.class_names: list[str] = []
-        self.answers: list[tuple[Any, ...]] = []
+        self.answers: list[Answer] = []
         self.errors: list[tuple[Any, str, str | None]] = []
 
     def succeed(self, positions: Sequence[int], out: np.ndarray, top_k: int, class_names: list[str],
@@ -298,9 +309,7 @@ class ChunkAnswers:
                 extra: dict[str, np.ndarray] | None = None) -> None:
         if len(class_names) > len(self.class_names):
             self.class_names = list(class_names)
-        span = _span(positions)
-        at = range(span.start, span.stop) if span else np.asarray(positions, dtype=np.int64)
-        self.answers.append((at, *rank(out, top_k), pilot, block, latency_ms, extra))
+        self.answers.append(Answer(_at(positions), *rank(out, top_k), pilot, block, latency_ms, extra))
 
     def fail(self, positions: Sequence[int], message: str, pilot: str | None) -> None:
         self.errors.append((list(positions), message, pilot))
