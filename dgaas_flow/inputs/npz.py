@@ -1,10 +1,15 @@
 """`format: npz`: each .npz file holds named arrays sharing a first axis, one item per row; the
-fields are the arrays' names (all of them, or `fields`). Counting reads the members' headers only."""
+fields are the arrays' names (all of them, or `fields`). Counting reads the members' headers only.
+
+`np.savez` stores its members uncompressed: those are memory-mapped where they lie in the file, as a
+.npy file is, so a task reads the rows of its chunk, not the whole member (numpy reads a member whole
+and checks its CRC). Compressed members (`np.savez_compressed`) are read whole, once per file."""
 
 from __future__ import annotations
 
+import struct
 import zipfile
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -34,6 +39,45 @@ def member_shapes(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     return shapes
 
 
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local file header (PKZIP APPNOTE 4.3.7)
+
+
+def _mapped(path: str, info: zipfile.ZipInfo) -> Any:
+    """A stored member's array, memory-mapped; None where it cannot be (an object array)."""
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
+        if header[0] != zipfile.stringFileHeader:
+            raise zipfile.BadZipFile(f"{info.filename}: no local file header where the directory says")
+        f.seek(info.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1])  # past the name and extra field
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+        offset = f.tell()
+    if dtype.hasobject:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def _members(path: str, fields: list[str] | None) -> Batch:
+    """The named arrays of the file: stored members memory-mapped, the others read whole."""
+    with zipfile.ZipFile(path) as z:
+        files = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+        names = fields if fields is not None else files
+        missing = [n for n in names if n not in files]
+        if missing:
+            raise KeyError(f"no array {missing} in the file (it holds {files})")
+        arrays = {}
+        for name in names:
+            info = z.getinfo(f"{name}.npy")
+            stored = info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1  # not encrypted
+            array = _mapped(path, info) if stored else None
+            if array is None:
+                with z.open(info) as f:
+                    array = np.lib.format.read_array(f, allow_pickle=False)
+            arrays[name] = array
+    return arrays
+
+
 class NpzReader:
     rows: ClassVar[bool] = True
 
@@ -53,17 +97,11 @@ class NpzReader:
 
     def read(self, path: str, start: int | None, stop: int | None) -> Batch:
         if path != self._path:  # one file's arrays at a time: a chunk's files come one after another
-            self._path, self._arrays = None, {}
-            with np.load(path, allow_pickle=False) as z:
-                names = self.fields if self.fields is not None else list(z.files)
-                missing = [n for n in names if n not in z.files]
-                if missing:
-                    raise KeyError(f"no array {missing} in the file (it holds {list(z.files)})")
-                self._arrays = {n: z[n] for n in names}
+            self._arrays = _members(path, self.fields)
             self._path = path
         if start is None:
             raise ValueError("not rows: an .npz is read by row")
         lengths = {len(a) for a in self._arrays.values()}
         if len(lengths) != 1:
             raise ValueError(f"its arrays differ in length ({ {n: len(a) for n, a in self._arrays.items()} })")
-        return {n: a[start:stop] for n, a in self._arrays.items()}
+        return {n: np.asarray(a[start:stop]) for n, a in self._arrays.items()}

@@ -3,6 +3,8 @@ slice as named arrays; the spec union checks each format's own fields; a plugin 
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -32,12 +34,33 @@ def check_slices(pattern: str, spec: dict, expected: dict[str, np.ndarray], per_
         np.testing.assert_array_equal(block[name], array[3:8])
 
 
-def test_npz_fields_are_the_arrays(tmp_path):
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_fields_are_the_arrays(tmp_path, save):
+    """Stored members (np.savez) are memory-mapped in place, compressed ones read whole: the same rows."""
     data = jets()
-    np.savez(tmp_path / "a.npz", **data)
+    save(tmp_path / "a.npz", **data)
     check_slices(str(tmp_path / "*.npz"), {"format": "npz"}, data, N)
     only = ChunkReader({"format": "npz", "files": "", "fields": ["features"]}).read(str(tmp_path / "a.npz"), 0, 2)
     assert list(only) == ["features"]
+    np.testing.assert_array_equal(only["features"], data["features"][:2])
+
+
+def test_npz_members_of_any_layout_read_by_row(tmp_path):
+    """Fortran order, a zip64 member written by numpy, and an array whose name holds a folder."""
+    points = np.asfortranarray(np.arange(N * 6, dtype=np.float64).reshape(N, 6))
+    np.savez(tmp_path / "a.npz", **{"points": points, "jet/pt": np.arange(N, dtype=np.int16)})
+    block = ChunkReader({"format": "npz", "files": ""}).read(str(tmp_path / "a.npz"), 4, 3)
+    np.testing.assert_array_equal(block["points"], points[4:7])
+    np.testing.assert_array_equal(block["jet/pt"], [4, 5, 6])
+
+
+def test_a_broken_npz_is_its_items_error(tmp_path):
+    np.savez(tmp_path / "a.npz", points=np.zeros((N, 3), dtype=np.float32))
+    raw = bytearray((tmp_path / "a.npz").read_bytes())
+    raw[0:4] = b"XXXX"  # the first member's local header
+    (tmp_path / "a.npz").write_bytes(bytes(raw))
+    error = ChunkReader({"format": "npz", "files": ""}).read(str(tmp_path / "a.npz"), 0, 2)
+    assert isinstance(error, zipfile.BadZipFile) and "points.npy" in str(error)
 
 
 def test_parquet_columns_with_fixed_length_lists_become_axes(tmp_path):
