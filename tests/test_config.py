@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +29,17 @@ def test_local_provider_wraps_the_worker_pool_in_one_pilot_per_block(tmp_path: P
     assert executor.interchange_launch_cmd == [
         sys.executable, "-m", "dgaas_flow.lifetime", sys.executable, "-m", f"{htex}.interchange"]
     assert worker_init(spec).splitlines() == [
-        *FORWARD_TERM.splitlines(), f'export PATH={Path(sys.executable).parent}:"$PATH"', "module load x"]
+        *FORWARD_TERM.splitlines(), f'export PATH={Path(sys.executable).parent}:"$PATH"',
+        'export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"', 'export MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"',
+        "module load x"]
+
+
+def test_workers_blas_threads_are_their_cores_unless_the_site_set_them():
+    """A worker of 4 cores gets 4 BLAS threads; a value already in the environment stays."""
+    script = worker_init(LocalProviderSpec(kind="local", cores_per_worker=4))
+    shown = subprocess.run(["bash", "-c", script + "\necho $OPENBLAS_NUM_THREADS $MKL_NUM_THREADS"],
+                           env={"PATH": os.environ["PATH"], "MKL_NUM_THREADS": "8"}, capture_output=True, text=True)
+    assert shown.stdout.split() == ["4", "8"]
 
 
 def test_a_site_python_runs_the_pilot_and_the_pool(tmp_path: Path):

@@ -21,6 +21,7 @@ from parsl.jobs.states import JobState
 from parsl.logconfigs.file import FileLogging
 
 from dgaas_flow.errors import UserError
+from dgaas_flow.pilot.launch import BLAS_THREADS
 from dgaas_flow.pilot.settings import PilotConfig
 from dgaas_flow.sites.base import AutoscaleSpec, ProviderBase
 from dgaas_flow.sites.submissions import Submissions, scheduler_message
@@ -78,12 +79,21 @@ fi' TERM"""
 
 def worker_init(spec: ProviderBase, environment: dict[str, str] | None = None) -> str:
     """Forward stop signals, put the nodes' Python environment first on PATH (the site's own
-    worker_init, which follows, may call its tools), and export `environment` to the workers."""
+    worker_init, which follows, may call its tools), give numpy's BLAS the worker's cores, and
+    export `environment` to the workers."""
     bin_dir = Path(python_on_nodes(spec)).parent
     exports = [f"export {name}={shlex.quote(value)}" for name, value in (environment or {}).items()]
-    lines = [FORWARD_TERM, f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"', *spec.block_lines(), *exports,
-             spec.worker_init]
+    lines = [FORWARD_TERM, f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"', *spec.block_lines(),
+             *blas_threads(spec), *exports, spec.worker_init]
     return "\n".join(filter(None, lines))
+
+
+def blas_threads(spec: ProviderBase) -> list[str]:
+    """BLAS threads per worker: its cores, unless the site set them. OpenBLAS and MKL otherwise
+    start a thread per core of the node in every worker, which spin between calls: a hook's matrix
+    product doubled a worker's CPU. The pilot's server sets the same for its models (pilot.launch)."""
+    cores = max(1, int(spec.cores_per_worker))
+    return [f'export {var}="${{{var}:-{cores}}}"' for var in BLAS_THREADS]
 
 
 class PilotExecutor(HighThroughputExecutor):
