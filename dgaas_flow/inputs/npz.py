@@ -43,7 +43,7 @@ _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local file heade
 
 
 def _mapped(path: str, info: zipfile.ZipInfo) -> Any:
-    """A stored member's array, memory-mapped; None where it cannot be (an object array)."""
+    """A stored member's array, memory-mapped; None where it cannot be (an object or empty array)."""
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         header = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
@@ -53,7 +53,7 @@ def _mapped(path: str, info: zipfile.ZipInfo) -> Any:
         version = np.lib.format.read_magic(f)
         shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
         offset = f.tell()
-    if dtype.hasobject:
+    if dtype.hasobject or 0 in shape:
         return None
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 

@@ -46,12 +46,15 @@ def test_npz_fields_are_the_arrays(tmp_path, save):
 
 
 def test_npz_members_of_any_layout_read_by_row(tmp_path):
-    """Fortran order, a zip64 member written by numpy, and an array whose name holds a folder."""
+    """Fortran order, a zip64 member written by numpy, an array whose name holds a folder, and one
+    of no values (nothing to map: read as numpy reads it)."""
     points = np.asfortranarray(np.arange(N * 6, dtype=np.float64).reshape(N, 6))
-    np.savez(tmp_path / "a.npz", **{"points": points, "jet/pt": np.arange(N, dtype=np.int16)})
+    np.savez(tmp_path / "a.npz", **{"points": points, "jet/pt": np.arange(N, dtype=np.int16),
+                                    "none": np.zeros((N, 0), dtype=np.float32)})
     block = ChunkReader({"format": "npz", "files": ""}).read(str(tmp_path / "a.npz"), 4, 3)
     np.testing.assert_array_equal(block["points"], points[4:7])
     np.testing.assert_array_equal(block["jet/pt"], [4, 5, 6])
+    assert block["none"].shape == (3, 0)
 
 
 def test_a_broken_npz_is_its_items_error(tmp_path):
