@@ -25,11 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.fanout_parts.campaign import workflow_variant  # noqa: E402
 from benchmarks.fanout_parts.locations import DEFAULT_WORK  # noqa: E402
 from benchmarks.fanout_parts.measure import WARMUP_ITEMS  # noqa: E402
 from benchmarks.fanout_parts.models import MODELS, bench_workflow  # noqa: E402
@@ -38,16 +37,9 @@ from benchmarks.fanout_parts.models import MODELS, bench_workflow  # noqa: E402
 def session_files(workflow: Path, warmup_items: Path, folder: Path, campaigns: int) -> list[Path]:
     """The warm-up workflow (other items) and `campaigns` copies of the measured one, each writing
     to its own folder under `folder`."""
-    data = yaml.safe_load(workflow.read_text())
-    files = []
-    for name in ["warm-up"] + [f"c{k}" for k in range(1, campaigns + 1)]:
-        copy = {**data, "outputs": {**data.get("outputs", {}), "dir": str(folder / name)}}
-        if name == "warm-up":
-            copy["inputs"] = {**data["inputs"], "files": str(warmup_items / Path(data["inputs"]["files"]).name)}
-        path = folder / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(copy, sort_keys=False))
-        files.append(path)
-    return files
+    names = ["warm-up"] + [f"c{k}" for k in range(1, campaigns + 1)]
+    return [workflow_variant(workflow, folder / f"{name}.yaml", folder / name,
+                             warmup_items if name == "warm-up" else None) for name in names]
 
 
 def run_session(tree: Path, folder: Path, workflow: Path, warmup_items: Path, campaigns: int) -> list[float]:

@@ -64,7 +64,7 @@ def run_warm(workflow: Path, warmup_items: Path, folder: Path, total: int) -> di
     except that the blocks, their pilots and the workers' clients are already up, as they are
     against the ceiling. Its rate is items over its own campaign time."""
     warmup, out = _fresh(folder / "warm-up"), _fresh(folder / "warm")
-    files = [_variant(workflow, folder / f"{name}.yaml", dest, items)
+    files = [workflow_variant(workflow, folder / f"{name}.yaml", dest, items)
              for name, dest, items in (("warm-up", warmup, warmup_items), ("warm", out, None))]
     cmd = [sys.executable, "-m", "dgaas_flow", "run", *map(str, files), "--quiet"]
     return _watch(cmd, out, warmup, folder, "warm", total, after=warmup / "summary.json")
@@ -76,7 +76,7 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def _variant(workflow: Path, dest: Path, out: Path, items: Path | None) -> Path:
+def workflow_variant(workflow: Path, dest: Path, out: Path, items: Path | None) -> Path:
     """The benchmark's workflow writing to `out` (and reading `items`' files, if given: the same
     pattern in another folder)."""
     data = yaml.safe_load(workflow.read_text())
