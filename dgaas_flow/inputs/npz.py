@@ -39,17 +39,14 @@ def member_shapes(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     return shapes
 
 
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local file header (PKZIP APPNOTE 4.3.7)
-
-
 def _mapped(path: str, info: zipfile.ZipInfo) -> Any:
     """A stored member's array, memory-mapped; None where it cannot be (an object or empty array)."""
     with open(path, "rb") as f:
         f.seek(info.header_offset)
-        header = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
+        header = struct.unpack(zipfile.structFileHeader, f.read(zipfile.sizeFileHeader))  # the member's local header
         if header[0] != zipfile.stringFileHeader:
             raise zipfile.BadZipFile(f"{info.filename}: no local file header where the directory says")
-        f.seek(info.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1])  # past the name and extra field
+        f.seek(info.header_offset + zipfile.sizeFileHeader + header[-2] + header[-1])  # past the name and extra field
         version = np.lib.format.read_magic(f)
         shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
         offset = f.tell()
