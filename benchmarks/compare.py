@@ -7,18 +7,16 @@ sessions on the same prepared items, side by side in one run.
 A warm campaign of 100k digits lasts a sixth of a second, and the shared machine moves one such
 sample by a tenth; `fanout.py`'s three warm sessions cannot tell a change of a few percent. Here
 each round runs one session per tree (`dgaas-flow run warm-up.yaml c1.yaml ... cK.yaml`: a warm-up
-campaign, then K measured ones), the trees in turn, and reports every campaign's `wall_seconds`
-and the medians. The base tree is a `git worktree` of REV, imported through PYTHONPATH, removed at
-the end. Both trees use this tree's benchmark items and workflow copy (`fanout.py --work`). The
-last line is one JSON object.
+campaign, then K measured ones, as fanout.py's warm path runs them), the trees in turn, and reports
+every campaign's `wall_seconds` and the medians. The base tree is a `git worktree` of REV, imported
+through PYTHONPATH, removed at the end. Both trees use this tree's benchmark items and workflow
+copy (`fanout.py --work`). The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,29 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.fanout_parts.campaign import workflow_variant  # noqa: E402
+from benchmarks.fanout_parts.campaign import warm_session  # noqa: E402
 from benchmarks.fanout_parts.locations import DEFAULT_WORK  # noqa: E402
 from benchmarks.fanout_parts.measure import WARMUP_ITEMS  # noqa: E402
 from benchmarks.fanout_parts.models import MODELS, bench_workflow  # noqa: E402
-
-
-def session_files(workflow: Path, warmup_items: Path, folder: Path, campaigns: int) -> list[Path]:
-    """The warm-up workflow (other items) and `campaigns` copies of the measured one, each writing
-    to its own folder under `folder`."""
-    names = ["warm-up"] + [f"c{k}" for k in range(1, campaigns + 1)]
-    return [workflow_variant(workflow, folder / f"{name}.yaml", folder / name,
-                             warmup_items if name == "warm-up" else None) for name in names]
-
-
-def run_session(tree: Path, folder: Path, workflow: Path, warmup_items: Path, campaigns: int) -> list[float]:
-    """One session of the tree's code, in a fresh `folder`; the measured campaigns' wall_seconds."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    files = session_files(workflow, warmup_items, folder, campaigns)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    subprocess.run([sys.executable, "-m", "dgaas_flow", "run", *map(str, files), "--quiet"], cwd=tree, env=env,
-                   check=True, stdout=subprocess.DEVNULL)
-    return [json.loads((folder / f.stem / "summary.json").read_text())["wall_seconds"] for f in files[1:]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             walls: dict[str, list[float]] = {name: [] for name in trees}
             for r in range(args.rounds):
                 for name, tree in trees.items():
-                    seconds = run_session(tree, Path(tmp) / "runs" / name, workflow, warmup, args.campaigns)
+                    seconds = [c["campaign_wall_s"] for c in
+                               warm_session(workflow, warmup, Path(tmp) / "runs" / name, args.campaigns, tree)]
                     walls[name] += seconds
                     print(f"round {r + 1} {name:4s} " + " ".join(f"{s * 1000:.0f}" for s in seconds) + " ms",
                           flush=True)

@@ -11,10 +11,11 @@ For each model and item count (and each worker count of --workers):
             pilot, chunking, results.jsonl written): items / campaign wall time, the steady rate
             from results.jsonl sampled every 50 ms, the time to the first result and the driver's
             peak RSS;
-  warm      the same campaign run second in a session (`dgaas-flow run warm-up.yaml warm.yaml`, the
-            warm-up on other items): the block, the pilot and the workers' clients are up, as the
-            server is for the ceiling; items / its own campaign time; --warm-repeats sessions (3),
-            the median reported;
+  warm      the same campaign run later in a session (`dgaas-flow run warm-up.yaml c1.yaml ...
+            cK.yaml`, the warm-up on other items): the block, the pilot and the workers' clients are
+            up, as the server is for the ceiling; items / its own campaign time, from its
+            summary.json (nothing polls a warm campaign: on 2 cores that slows it); --warm-repeats
+            sessions (3) of --warm-campaigns campaigns (5), the median reported;
   naive     what batch jobs do without a shared server: each Parsl task loads the model in-process
             and infers its chunk (the same chunks, the same executor and workers, no Triton);
   floor     empty Parsl tasks per second through the same executor configuration.
@@ -89,7 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ceiling-min-seconds", type=float, default=3.0,
                    help="the ceiling's timed run repeats whole passes over the items for at least this long")
     p.add_argument("--warm-repeats", type=_positive, default=3,
-                   help="warm campaigns per benchmark (each its own session); the median is reported")
+                   help="warm sessions per benchmark; the median of all their campaigns is reported")
+    p.add_argument("--warm-campaigns", type=_positive, default=5,
+                   help="measured campaigns per warm session, after its warm-up")
     p.add_argument("--floor-tasks", type=int, default=500, help="at least this many empty tasks for the floor")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="items and run folders (default runs/bench-fanout)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where the markdown, JSON and plots go")

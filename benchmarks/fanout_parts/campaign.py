@@ -1,10 +1,12 @@
-"""(2) dgaas-flow: a whole campaign, `dgaas-flow run` in a child process, measured from outside (its
-rate, steady rate, first result, the driver's peak memory, CPU by process) as a user would run it:
-cold (everything starts for it) and warm (a later campaign in the same session)."""
+"""(2) dgaas-flow: whole campaigns, `dgaas-flow run` in a child process, as a user runs them: cold
+(everything starts for it; watched from outside for its steady rate, first result, the driver's
+peak memory and CPU by process) and warm (later campaigns in one session, left alone: their own
+summaries say how they went)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -58,16 +60,46 @@ def run_dgaas(workflow: Path, folder: Path, total: int) -> dict[str, Any]:
     return _watch(cmd, out, out, folder, "dgaas", total)
 
 
-def run_warm(workflow: Path, warmup_items: Path, folder: Path, total: int) -> dict[str, Any]:
-    """A warm campaign: the second of `dgaas-flow run warmup.yaml warm.yaml`, which share one
-    session. The warm-up reads other items; the campaign measured is the same as the cold one,
-    except that the blocks, their pilots and the workers' clients are already up, as they are
-    against the ceiling. Its rate is items over its own campaign time."""
-    warmup, out = _fresh(folder / "warm-up"), _fresh(folder / "warm")
-    files = [workflow_variant(workflow, folder / f"{name}.yaml", dest, items)
-             for name, dest, items in (("warm-up", warmup, warmup_items), ("warm", out, None))]
+def warm_session(workflow: Path, warmup_items: Path, folder: Path, campaigns: int, tree: Path = ROOT) -> list[dict]:
+    """Warm campaigns as a user runs them, several in one session: `dgaas-flow run warm-up.yaml
+    c1.yaml ... cK.yaml`, the code of `tree` (this one, or a revision's worktree for compare.py).
+    The warm-up reads other items; the K campaigns are the cold one's, except that the blocks,
+    their pilots and the workers' clients are already up, as they are against the ceiling.
+
+    Nothing watches these campaigns as they run: on 2 cores, polling results.jsonl and /proc every
+    50 ms (as `_watch` does for the cold campaign) made a 0.16 s digits campaign 8% slower. Each
+    campaign's figures come from its summary.json, and its call time (settling the session, the
+    campaign, the server's counters, the summary) from the summaries' modification times."""
+    folder = _fresh(folder)
+    names = ["warm-up"] + [f"c{k}" for k in range(1, campaigns + 1)]
+    files = [workflow_variant(workflow, folder / f"{name}.yaml", folder / name,
+                              warmup_items if name == "warm-up" else None) for name in names]
     cmd = [sys.executable, "-m", "dgaas_flow", "run", *map(str, files), "--quiet"]
-    return _watch(cmd, out, warmup, folder, "warm", total, after=warmup / "summary.json")
+    with open(folder / "session.stderr", "wb") as se:
+        done = subprocess.run(cmd, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, stdout=subprocess.DEVNULL,
+                              stderr=se, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{shlex.join(cmd)}` exited {done.returncode}; see {folder}/session.stderr:\n"
+                           + (folder / "session.stderr").read_text()[-2000:])
+    files = [folder / name / "summary.json" for name in names]
+    ended = [f.stat().st_mtime for f in files]
+    return [_warm_figures(json.loads(f.read_text()), round(ended[k] - ended[k - 1], 3), f.parent)
+            for k, f in enumerate(files) if k]
+
+
+def _warm_figures(summary: dict[str, Any], call_s: float, out: Path) -> dict[str, Any]:
+    """What the report keeps of one warm campaign's summary.json."""
+    items, wall = int(summary["items_this_run"]), summary["wall_seconds"]
+    return {"items": items, "failed": int(summary["items_failed"]),
+            "items_per_s": round(items / wall, 1) if wall else 0.0, "campaign_wall_s": wall, "call_wall_s": call_s,
+            "time_to_first_result_s": summary.get("time_to_first_result_s"), "requests": summary.get("requests"),
+            "latency_ms": _brief_latency(summary.get("latency_ms")), "triton": _triton(summary), "run_dir": str(out)}
+
+
+def _triton(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The server's batching and timing figures of each pilot the campaign used."""
+    return [{k: t.get(k) for k in ("avg_batch", "queue_ms_per_request", "compute_ms_per_execution", "requests",
+                                   "executions")} for t in summary.get("triton") or []]
 
 
 def _fresh(folder: Path) -> Path:
@@ -87,18 +119,14 @@ def workflow_variant(workflow: Path, dest: Path, out: Path, items: Path | None) 
     return dest
 
 
-def _watch(cmd: list[str], out: Path, session_dir: Path, folder: Path, tag: str, total: int,
-           after: Path | None = None) -> dict[str, Any]:
+def _watch(cmd: list[str], out: Path, session_dir: Path, folder: Path, tag: str, total: int) -> dict[str, Any]:
     """Run the command, watching the results file of the campaign in `out` (first and last result,
     and its lines every 50 ms for the steady rate: timeline.jsonl's one point a second is too coarse
     for a run of a second), the driver's VmHWM and the CPU of the session's processes; then read the
-    campaign's summary.json. With `after` (the summary of a campaign that runs first), the call's
-    time is measured from that file to this campaign's summary, and the CPU per item from that file
-    on; without, over the whole command."""
+    campaign's summary.json."""
     results, summary_file = out / "results.jsonl", out / "summary.json"
     peak_kb, first_result = 0, None
     lines, offset, at_first, cpu_first, cpu_last = 0, 0, 0, None, None
-    call_from = call_to = cpu_from = None
     written: list[tuple[float, int]] = []  # (seconds, result lines) at each poll until the last line
     with open(folder / f"{tag}.stdout", "wb") as so, open(folder / f"{tag}.stderr", "wb") as se:
         t0 = time.perf_counter()
@@ -108,10 +136,6 @@ def _watch(cmd: list[str], out: Path, session_dir: Path, folder: Path, tag: str,
         try:
             while proc.poll() is None:
                 peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid) or 0)
-                if after is not None and call_from is None and after.exists():
-                    call_from, cpu_from = time.perf_counter() - t0, cpu.snapshot()
-                if call_to is None and summary_file.exists():
-                    call_to = time.perf_counter() - t0
                 if cpu_last is None and results.exists() and results.stat().st_size > offset:
                     with open(results, "rb") as f:  # count result lines as they come
                         f.seek(offset)
@@ -138,21 +162,18 @@ def _watch(cmd: list[str], out: Path, session_dir: Path, folder: Path, tag: str,
                            + (folder / f"{tag}.stderr").read_text()[-2000:])
     summary = json.loads(summary_file.read_text())
     items = int(summary["items_this_run"])
-    triton = summary.get("triton") or []
     return {
         "items": items, "failed": int(summary["items_failed"]),
         "items_per_s": round(items / summary["wall_seconds"], 1) if summary["wall_seconds"] else 0.0,
         "campaign_wall_s": summary["wall_seconds"], "command_wall_s": round(wall, 3),
-        "call_wall_s": round(call_to - call_from, 3) if call_from is not None and call_to is not None else None,
         "steady_items_per_s": round_or_none(steady_rate(written, items)),
         "time_to_first_result_s": summary.get("time_to_first_result_s"),
         "first_result_from_command_s": round_or_none(first_result, 3),
         "driver_peak_rss_mb": round(peak_kb / 1024, 1),
         "requests": summary.get("requests"), "latency_ms": _brief_latency(summary.get("latency_ms")),
-        "triton": [{k: t.get(k) for k in ("avg_batch", "queue_ms_per_request", "compute_ms_per_execution",
-                                          "requests", "executions")} for t in triton],
+        "triton": _triton(summary),
         "cpu_s": cpu.by_role(),
-        "cpu_us_per_item": _cpu_between(cpu_from or {}, cpu.by_role(), items) or {},
+        "cpu_us_per_item": _cpu_between({}, cpu.by_role(), items) or {},
         "steady_cpu_us_per_item": _cpu_between(cpu_first, cpu_last, total - at_first),
         "run_dir": str(out),
     }
@@ -160,7 +181,7 @@ def _watch(cmd: list[str], out: Path, session_dir: Path, folder: Path, tag: str,
 
 def _cpu_between(first: dict | None, last: dict | None, items: int) -> dict[str, float] | None:
     """CPU per item by role between two snapshots (the first and the last result: start-up and
-    shut-down left out; or the start of the campaign and the end of the command)."""
+    shut-down left out; or nothing and the end of the command)."""
     if first is None or last is None or items <= 0:
         return None
     per = {k: round((v - first.get(k, 0.0)) / items * 1e6, 1) for k, v in last.items()}

@@ -17,9 +17,10 @@ def write_markdown(runs: list[Run], info: dict, path: Path, plots: list[Path]) -
              f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, {m['os']}, Python {m['python']}; "
              f"load average at start {m['loadavg_start']}", "",
              "items/s of each path (see benchmarks/README.md); `steady` is dgaas-flow between 10% and 90% of its "
-             "items (results.jsonl, sampled every 50 ms); `warm` is a second campaign of the same items in the same "
-             "session (`dgaas-flow run warm-up.yaml warm.yaml`: blocks, pilot and clients already up, as they are "
-             "for the ceiling), items over its own campaign time, the median of `--warm-repeats` sessions; "
+             "items (results.jsonl, sampled every 50 ms); `warm` is a later campaign of the same items in one "
+             "session (`dgaas-flow run warm-up.yaml c1.yaml ... cK.yaml`: blocks, pilot and clients already up, as "
+             "they are for the ceiling), items over its own campaign time, the median of the "
+             "`--warm-repeats` sessions' `--warm-campaigns` campaigns; "
              "`floor` is empty Parsl tasks/s x chunk size; "
              "`1st s` is the campaign's time to its first result; RSS is the campaign driver's peak resident "
              "memory.", "",
@@ -50,12 +51,10 @@ def write_markdown(runs: list[Run], info: dict, path: Path, plots: list[Path]) -
                             f"ms/request, compute {t.get('compute_ms_per_execution')} ms/execution;")
         if r.warm:
             w = r.warm
-            bits.append(f"warm (a second campaign in the same session; the median of {len(w['repeats_items_per_s'])} "
-                        f"sessions, whose rates were {w['repeats_items_per_s']} items/s): campaign "
-                        f"{w['campaign_wall_s']} s, call "
-                        f"{w['call_wall_s']} s, first result {w['time_to_first_result_s']} s after it started, steady "
-                        f"{w['steady_items_per_s']} items/s; CPU us per item: "
-                        + ", ".join(f"{k} {v}" for k, v in w["cpu_us_per_item"].items()) + ";")
+            bits.append(f"warm (later campaigns in one session; the median of {len(w['repeats_items_per_s'])} "
+                        f"campaigns, whose rates were {w['repeats_items_per_s']} items/s): campaign "
+                        f"{w['campaign_wall_s']} s, call {w['call_wall_s']} s, first result "
+                        f"{w['time_to_first_result_s']} s after it started;")
         if r.naive:
             bits.append(f"naive: {r.naive['tasks']} tasks, load {r.naive['load_s_per_task']} s + infer "
                         f"{r.naive['infer_s_per_task']} s per task;")

@@ -60,10 +60,8 @@ class Run:
                                                         "latency_ms", "triton", "cpu_us_per_item",
                                                         "steady_cpu_us_per_item")}
         if self.warm:
-            out["warm"] = {k: self.warm[k] for k in ("campaign_wall_s", "call_wall_s", "steady_items_per_s",
-                                                      "time_to_first_result_s", "failed", "requests", "triton",
-                                                      "driver_peak_rss_mb", "cpu_us_per_item",
-                                                      "steady_cpu_us_per_item", "repeats_items_per_s")}
+            out["warm"] = {k: self.warm[k] for k in ("campaign_wall_s", "call_wall_s", "time_to_first_result_s",
+                                                      "failed", "requests", "triton", "repeats_items_per_s")}
         if self.naive:
             out["naive"] = {k: self.naive[k] for k in ("load_s_per_task", "infer_s_per_task", "tasks")}
         return out

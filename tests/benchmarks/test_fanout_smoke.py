@@ -39,7 +39,7 @@ def test_fanout_benchmark_end_to_end(tmp_path: Path):
     cmd = [sys.executable, str(SCRIPT), "--model", "heavy,jets", "--items", "2000", "--work", str(tmp_path / "work"),
            "--results", str(results), "--ceiling-protocols", "http", "--ceiling-batches", "256,0",
            "--ceiling-procs", "2", "--search-seconds", "0.5", "--ceiling-min-seconds", "0.5", "--floor-tasks", "50",
-           "--warm-repeats", "2"]
+           "--warm-repeats", "2", "--warm-campaigns", "2"]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
@@ -55,9 +55,10 @@ def test_fanout_benchmark_end_to_end(tmp_path: Path):
             assert rates[path] > 0, (name, path)
         assert model["dgaas_over_ceiling"] == pytest.approx(rates["dgaas"] / rates["ceiling"], abs=1e-3)
         assert model["dgaas_warm_over_ceiling"] == pytest.approx(rates["dgaas_warm"] / rates["ceiling"], abs=1e-3)
-        warm = model["warm"]  # a second campaign in the session: its own items, time and server figures
-        assert warm["failed"] == 0 and warm["call_wall_s"] > 0 and warm["campaign_wall_s"] > 0
-        assert len(warm["repeats_items_per_s"]) == 2 and rates["dgaas_warm"] == min(warm["repeats_items_per_s"])
+        warm = model["warm"]  # later campaigns in a session: their own items, time and server figures
+        assert warm["failed"] == 0 and warm["call_wall_s"] > warm["campaign_wall_s"] > 0
+        rates_seen = sorted(warm["repeats_items_per_s"])  # 2 sessions of 2 campaigns: the lower middle one
+        assert len(rates_seen) == 4 and rates["dgaas_warm"] == rates_seen[1]
         assert warm["triton"][0]["requests"] == warm["requests"] > 0
         assert model["dgaas_over_naive"] == pytest.approx(rates["dgaas"] / rates["naive"], abs=1e-3)
         after = model["ceiling"]["after_items_per_s"]  # measured again once the other paths have run
@@ -68,14 +69,14 @@ def test_fanout_benchmark_end_to_end(tmp_path: Path):
 
         # every item of the campaign and of the naive path has its one result
         run_dir = tmp_path / "work" / name / "n2000-w2"
-        for results_file in (run_dir / "run" / "results.jsonl", run_dir / "warm" / "results.jsonl",
-                             run_dir / "naive" / "results.jsonl"):
+        for results_file in (run_dir / "run" / "results.jsonl", run_dir / "warm" / "c1" / "results.jsonl",
+                             run_dir / "warm" / "c2" / "results.jsonl", run_dir / "naive" / "results.jsonl"):
             ids = [json.loads(line)["id"] for line in results_file.read_text().splitlines()]
             assert len(ids) == len(set(ids)) == 2000
         # the campaign and the naive path ran the same model on the same items
         served = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "run" / "results.jsonl").open())}
         naive = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "naive" / "results.jsonl").open())}
-        warm = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "warm" / "results.jsonl").open())}
+        warm = {r["id"]: r["prediction"] for r in map(json.loads, (run_dir / "warm" / "c2" / "results.jsonl").open())}
         assert served == naive == warm
 
         assert (results / "fanout.md").read_text().count(f"| {name} |") == 1
