@@ -10,6 +10,7 @@ import concurrent.futures as cf
 import importlib
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -118,8 +119,10 @@ class Campaign:
                  total: int | None):
         self.wf, self.stats = wf, RunStats()
         # what makes the result lines, imported (0.1 s) while blocks and pilots start, not when the
-        # first result has come
-        threading.Thread(target=importlib.import_module, args=("pyarrow.compute",), daemon=True).start()
+        # first result has come; a session's later campaigns have it (starting a thread for nothing
+        # costs one of them a few milliseconds of its time: the thread holds the interpreter)
+        if "pyarrow.compute" not in sys.modules:
+            threading.Thread(target=importlib.import_module, args=("pyarrow.compute",), daemon=True).start()
         self.out_dir = wf.out_dir(out)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.results, continued = open_results(wf, self.out_dir)
