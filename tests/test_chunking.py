@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dgaas_flow import inputs
-from dgaas_flow.campaign.chunking import UNKNOWN_BATCH, base_size, chunk_sizes, max_batch_size, steady_size
+from dgaas_flow.campaign.chunking import UNKNOWN_BATCH, ChunkSizes, base_size, max_batch_size, steady_size
 from dgaas_flow.specs import Workflow
 from tests.conftest import DIGITS
 
@@ -27,7 +27,7 @@ def first(sizes, n: int) -> list[int]:
 
 
 def test_a_number_is_every_chunks_size():
-    assert first(chunk_sizes(workflow(DIGITS / "model_repository", 300), 100_000), 5) == [300] * 5
+    assert first(ChunkSizes(workflow(DIGITS / "model_repository", 300), 100_000), 5) == [300] * 5
 
 
 def test_auto_gives_each_worker_one_request_first_then_eight():
@@ -35,11 +35,33 @@ def test_auto_gives_each_worker_one_request_first_then_eight():
     8 requests a chunk, but never so large that a worker would get fewer than two."""
     wf = workflow(DIGITS / "model_repository", workers=2, blocks=2)
     assert max_batch_size(wf.model.repository, "digits") == 1024 == base_size(wf)
-    assert first(chunk_sizes(wf, 1_000_000), 6) == [1024] * 4 + [8192] * 2
-    assert first(chunk_sizes(wf, 40_000), 6) == [1024] * 4 + [5000] * 2  # 40,000 / (2 x 4 workers)
-    assert first(chunk_sizes(wf, 1797), 6) == [1024] * 6  # never below one request
-    assert first(chunk_sizes(wf, None), 5) == [1024] * 4 + [8192]
+    assert first(ChunkSizes(wf, 1_000_000), 6) == [1024] * 4 + [8192] * 2
+    assert first(ChunkSizes(wf, 40_000), 6) == [1024] * 4 + [5000] * 2  # 40,000 / (2 x 4 workers)
+    assert first(ChunkSizes(wf, 1797), 6) == [1024] * 6  # never below one request
+    assert first(ChunkSizes(wf, None), 5) == [1024] * 4 + [8192]
     assert steady_size(wf, 40_000) == 5000 and steady_size(workflow(wf.model.repository, 300), 40_000) == 300
+
+
+def test_auto_grows_chunks_of_a_fast_model_as_its_requests_come_back():
+    """Requests of 1.6 ms (digits here): chunks of 16 requests, not 8, from the next chunk made on;
+    of 5 ms, 12 (60 ms of requests); of 40 ms (heavy), 8. A fixed size never changes."""
+    wf = workflow(DIGITS / "model_repository")
+    sizes = ChunkSizes(wf, 1_000_000)
+    assert first(sizes, 3) == [1024, 1024, 8192]
+    sizes.observe([1.7, 1.6, 1.5])
+    assert first(sizes, 2) == [16_384] * 2
+    sizes.observe([5.0])
+    assert next(sizes) == 12_288
+    sizes.observe([40.0, 38.0])
+    assert next(sizes) == 8192
+    sizes.observe([])  # a chunk whose requests all failed: the last figure stands
+    assert next(sizes) == 8192
+    small = ChunkSizes(wf, 40_000)  # never so large that a worker would get fewer than two chunks
+    small.observe([1.0])
+    assert first(small, 4) == [1024, 1024, 10_000, 10_000]
+    fixed = ChunkSizes(workflow(DIGITS / "model_repository", 300), 100_000)
+    fixed.observe([0.5])
+    assert first(fixed, 3) == [300] * 3
 
 
 def test_auto_without_a_readable_batch_size(tmp_path):

@@ -15,7 +15,7 @@ from types import ModuleType
 import numpy as np
 import yaml
 
-from dgaas_flow.campaign.chunking import chunk_sizes
+from dgaas_flow.campaign.chunking import ChunkSizes
 from dgaas_flow.inputs import enumerate_items
 from dgaas_flow.specs import Workflow, load_workflow
 
@@ -124,9 +124,10 @@ def bench_workflow(case: ModelCase, items_dir: Path, workers: int, folder: Path,
 
 
 def chunks(wf: Workflow, n: int) -> Iterator[list]:
-    """The campaign's chunks of its n items: the same enumeration, the same chunk sizes."""
+    """The campaign's chunks of its n items: the same enumeration, the same chunk sizes (those it
+    starts with: it grows them for a fast model as its requests come back)."""
     items = enumerate_items(wf.inputs.files, wf.inputs.format, wf.inputs.labels)
-    for size in chunk_sizes(wf, n):
+    for size in ChunkSizes(wf, n):
         chunk = list(islice(items, size))
         if not chunk:
             return

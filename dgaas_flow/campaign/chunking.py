@@ -1,21 +1,24 @@
 """How many items each task of a campaign gets (`chunk_size`, a number or `auto`).
 
-A Parsl task costs about a millisecond across the driver, the interchange and the worker, so a
-chunk should hold several of the server's requests; but each worker's first chunk is what its first
-result waits for, and a campaign's last chunks are what its end waits for. `auto` sizes chunks by
-the model's `max_batch_size` (one full request) and grows them after each worker's first."""
+A Parsl task costs a few milliseconds across the driver, the interchange, the pool manager and the
+worker, so a chunk should hold several of the server's requests; but each worker's first chunk is
+what its first result waits for, and a campaign's last chunks are what its end waits for. `auto`
+sizes chunks by the model's `max_batch_size` (one full request), grows them after each worker's
+first, and grows them further for a model whose requests come back quickly (`ChunkSizes.observe`;
+a session's later campaigns start from what its earlier ones saw)."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
-from collections.abc import Iterator
+import statistics
 from pathlib import Path
 
 from dgaas_flow.specs import Workflow
 
 GROWTH = 8  # requests in a grown chunk: Parsl's cost per task falls to a few percent of a tiny model's
+MAX_GROWTH = 16  # requests in a grown chunk of a fast model (digits: 12-16 best, 8 and 32 slower)
+CHUNK_MS = 60.0  # the requests' time a grown chunk of a fast model holds, up to MAX_GROWTH of them
 UNKNOWN_BATCH = 256  # when the driver cannot read the model's config.pbtxt (the repository is on the nodes)
 MAX_BATCH_SIZE = re.compile(r"^\s*max_batch_size\s*:\s*(\d+)", re.MULTILINE)
 
@@ -37,22 +40,48 @@ def base_size(wf: Workflow) -> int:
     return max_batch_size(wf.model.repository, wf.model.name) or UNKNOWN_BATCH
 
 
-def steady_size(wf: Workflow, items: int | None) -> int:
+def growth(request_ms: float | None) -> int:
+    """Requests in a grown chunk: GROWTH, or for requests seen to take `request_ms`, as many as fill
+    CHUNK_MS, up to MAX_GROWTH (the last chunks end the campaign: they must stay short)."""
+    if not request_ms or request_ms <= 0:
+        return GROWTH
+    return max(GROWTH, min(MAX_GROWTH, math.floor(CHUNK_MS / request_ms)))
+
+
+def steady_size(wf: Workflow, items: int | None, request_ms: float | None = None) -> int:
     """The size of the chunks after each worker's first, for about `items` items still to do: under
-    `auto`, GROWTH requests' worth, but no more than gives every worker two chunks (the last ones
-    end together)."""
+    `auto`, `growth(request_ms)` requests' worth, but no more than gives every worker two chunks
+    (the last ones end together)."""
     base = base_size(wf)
     if wf.chunk_size != "auto":
         return base
+    grown = base * growth(request_ms)
     if items is None:
-        return base * GROWTH
-    return max(base, min(base * GROWTH, math.ceil(items / (2 * wf.provider.max_workers))))
+        return grown
+    return max(base, min(grown, math.ceil(items / (2 * wf.provider.max_workers))))
 
 
-def chunk_sizes(wf: Workflow, items: int | None) -> Iterator[int]:
-    """The sizes of a campaign's chunks, in order. Under `auto`, one request's worth for each
-    worker's first chunk (the first results come as soon as they can), then `steady_size`."""
-    steady = itertools.repeat(steady_size(wf, items))
-    if wf.chunk_size != "auto":
-        return steady
-    return itertools.chain(itertools.repeat(base_size(wf), wf.provider.max_workers), steady)
+class ChunkSizes:
+    """The sizes of a campaign's chunks, in order, as `inputs.chunk_slices` draws them. Under
+    `auto`, one request's worth for each worker's first chunk (the first results come as soon as
+    they can), then `steady_size` for the requests' time the campaign has seen so far."""
+
+    def __init__(self, wf: Workflow, items: int | None):
+        self.wf, self.items = wf, items
+        self.base = base_size(wf)
+        self.first = wf.provider.max_workers if wf.chunk_size == "auto" else 0
+        self.request_ms: float | None = None
+
+    def __iter__(self) -> ChunkSizes:
+        return self
+
+    def __next__(self) -> int:
+        if self.first:
+            self.first -= 1
+            return self.base
+        return steady_size(self.wf, self.items, self.request_ms)
+
+    def observe(self, latencies_ms: list[float]) -> None:
+        """A finished chunk's request latencies: chunks made from now on are sized by them."""
+        if latencies_ms:
+            self.request_ms = statistics.median(latencies_ms)

@@ -20,7 +20,7 @@ from typing import Any
 from dgaas_flow import inputs
 from dgaas_flow.apps.tasks import InferRequest, encode_chunk, infer_encoded_chunk, new_chunk
 from dgaas_flow.campaign import records
-from dgaas_flow.campaign.chunking import chunk_sizes
+from dgaas_flow.campaign.chunking import ChunkSizes
 from dgaas_flow.campaign.files import MANIFEST, PARTS, RESULTS, SUMMARY, TIMELINE, WORKFLOW
 from dgaas_flow.campaign.progress import Progress
 from dgaas_flow.campaign.session import Session
@@ -135,8 +135,8 @@ class Campaign:
             total = sum(run.count for run in workflow_slices(wf))  # headers only: rows files are not read
             total = total if limit is None else min(total, limit)
         self.total = total
-        sizes = chunk_sizes(wf, None if total is None else total - self.stats.resumed)
-        self.todo = inputs.chunk_slices(runs, sizes, limit, self.results.done if len(self.results.done) else None)
+        self.sizes = ChunkSizes(wf, None if total is None else total - self.stats.resumed)
+        self.todo = inputs.chunk_slices(runs, self.sizes, limit, self.results.done if len(self.results.done) else None)
         self.in_flight: dict[cf.Future, list[FileSlice]] = {}
         self.pilots_before: dict[tuple, Endpoint] = {}  # the pilots as the campaign began
         self.complete = False
@@ -145,15 +145,19 @@ class Campaign:
     def run(self, session: Session, progress: str, stop: threading.Event | None) -> None:
         """Fan the chunks out to the session's workers, writing results as they come."""
         self.pilots_before = {e.key: e for e in read_registry(session.registry)}
+        model = (self.wf.model.name, self.wf.model.version)
+        self.sizes.request_ms = session.request_ms.get(model)  # a fast model's chunks grow from the start
         bar = Progress(self.total, self.stats.resumed, mode=progress)
         timeline = Timeline(self.out_dir / TIMELINE, self.stats)
         watch = PilotWatch(session.registry, since=session.started_at)
         try:
             request = InferRequest.from_workflow(self.wf, fallback=str(session.settings_file))
-            _fan_out(self.todo, self.wf, request, self.results, self.stats,
+            _fan_out(self.todo, self.sizes, self.wf, request, self.results, self.stats,
                      _Display(bar, timeline, session.watch(watch)), stop or threading.Event(), self.in_flight)
             self.complete = True
         finally:
+            if self.sizes.request_ms is not None:
+                session.request_ms[model] = self.sizes.request_ms
             session.abandon(list(self.in_flight))
             watch.read()  # the last display says how the pilots are now, not up to a second ago
             bar.refresh(watch.up, watch.ready)
@@ -220,11 +224,12 @@ class _Display:
         self.timeline.tick(up, ready)
 
 
-def _fan_out(todo: Iterator[list[FileSlice]], wf, request, results, stats: RunStats, display: _Display,
-             stop: threading.Event, in_flight: dict[cf.Future, list[FileSlice]]) -> None:
-    """Keep `wf.in_flight_limit()` chunks in flight until `todo` is done. Finished chunks leave the
-    count before their lines are made, and their places are filled first: making a chunk's lines is
-    the driver's serial work, and the workers' queue should not wait for it."""
+def _fan_out(todo: Iterator[list[FileSlice]], sizes: ChunkSizes, wf, request, results, stats: RunStats,
+             display: _Display, stop: threading.Event, in_flight: dict[cf.Future, list[FileSlice]]) -> None:
+    """Keep `wf.in_flight_limit()` chunks in flight until `todo` (chunks of `sizes`) is done.
+    Finished chunks leave the count before their lines are made, and their places are filled first:
+    making a chunk's lines is the driver's serial work, and the workers' queue should not wait for
+    it. Each finished chunk's request latencies size the chunks made after it."""
     limit, more = wf.in_flight_limit(), True
 
     def fill() -> None:
@@ -245,6 +250,7 @@ def _fan_out(todo: Iterator[list[FileSlice]], wf, request, results, stats: RunSt
         if "answers" in outcome:
             outcome = records.lines_of(outcome, *_ids_and_labels(chunk))
         results.append(outcome)
+        sizes.observe(outcome["latencies_ms"])
         stats.add(outcome["items"], outcome["failed"], outcome["latencies_ms"], outcome["contacted"])
         display.advance(outcome["items"], outcome["failed"])
         # a finished Parsl future holds its result until Python's cycle collector frees both; the

@@ -148,6 +148,8 @@ class Session:
         self._silent: set[tuple[str, str | None, str]] = set()  # pilots that did not answer a counter request
         self._abandoned: list[cf.Future] = []  # the tasks an interrupted campaign left running
         self._autoscaling: AutoscaleLoop | None = None
+        # each model's request latency (ms) as the last campaign saw it: the next sizes its chunks by it
+        self.request_ms: dict[tuple[str, str], float] = {}
 
     @classmethod
     def for_workflows(cls, workflows: Sequence[Workflow], out: str | Path | None = None) -> Session:

@@ -136,7 +136,8 @@ class Workflow(Strict):
     server: ServerSpec = Field(default_factory=ServerSpec, description="a server to use instead of discovery")
     chunk_size: int | Literal["auto"] = Field(
         "auto", description="items per Parsl task; auto: the model's max_batch_size for each worker's first "
-        "task, then 8 times that (see dgaas_flow.campaign.chunking)"
+        "task, then 8 times that, up to 16 for a model whose requests come back in a few ms (see "
+        "dgaas_flow.campaign.chunking)"
     )
     max_in_flight: int | None = Field(
         None, ge=1, description="tasks submitted but not finished; default: 2 x all workers"
