@@ -53,18 +53,20 @@ def steady_size(wf: Workflow, items: int | None, request_ms: float | None = None
     `auto`, `growth(request_ms)` requests' worth, but no more than gives every worker two chunks
     (the last ones end together)."""
     base = base_size(wf)
-    if wf.chunk_size != "auto":
-        return base
+    return base if wf.chunk_size != "auto" else _grown(base, items, wf.provider.max_workers, request_ms)
+
+
+def _grown(base: int, items: int | None, workers: int, request_ms: float | None) -> int:
+    """`growth(request_ms)` requests of `base` items, at most a chunk that leaves each worker two."""
     grown = base * growth(request_ms)
-    if items is None:
-        return grown
-    return max(base, min(grown, math.ceil(items / (2 * wf.provider.max_workers))))
+    return grown if items is None else max(base, min(grown, math.ceil(items / (2 * workers))))
 
 
 class ChunkSizes:
     """The sizes of a campaign's chunks, in order, as `inputs.chunk_slices` draws them. Under
     `auto`, one request's worth for each worker's first chunk (the first results come as soon as
-    they can), then `steady_size` for the requests' time the campaign has seen so far."""
+    they can), then `steady_size` for the requests' time the campaign has seen so far (the model's
+    config.pbtxt read once, not for every chunk)."""
 
     def __init__(self, wf: Workflow, items: int | None):
         self.wf, self.items = wf, items
@@ -79,7 +81,9 @@ class ChunkSizes:
         if self.first:
             self.first -= 1
             return self.base
-        return steady_size(self.wf, self.items, self.request_ms)
+        if self.wf.chunk_size != "auto":
+            return self.base
+        return _grown(self.base, self.items, self.wf.provider.max_workers, self.request_ms)
 
     def observe(self, latencies_ms: list[float]) -> None:
         """A finished chunk's request latencies: chunks made from now on are sized by them."""
