@@ -57,7 +57,7 @@ def run_dgaas(workflow: Path, folder: Path, total: int) -> dict[str, Any]:
     """A cold campaign, `dgaas-flow run` from nothing: Parsl, the block and its pilot start for it."""
     out = _fresh(folder / "run")
     cmd = [sys.executable, "-m", "dgaas_flow", "run", str(workflow), "--out", str(out), "--quiet"]
-    return _watch(cmd, out, out, folder, "dgaas", total)
+    return _watch(cmd, out, folder, "dgaas", total)
 
 
 def warm_session(workflow: Path, warmup_items: Path, folder: Path, campaigns: int, tree: Path = ROOT) -> list[dict]:
@@ -119,7 +119,7 @@ def workflow_variant(workflow: Path, dest: Path, out: Path, items: Path | None) 
     return dest
 
 
-def _watch(cmd: list[str], out: Path, session_dir: Path, folder: Path, tag: str, total: int) -> dict[str, Any]:
+def _watch(cmd: list[str], out: Path, folder: Path, tag: str, total: int) -> dict[str, Any]:
     """Run the command, watching the results file of the campaign in `out` (first and last result,
     and its lines every 50 ms for the steady rate: timeline.jsonl's one point a second is too coarse
     for a run of a second), the driver's VmHWM and the CPU of the session's processes; then read the
@@ -131,7 +131,7 @@ def _watch(cmd: list[str], out: Path, session_dir: Path, folder: Path, tag: str,
     with open(folder / f"{tag}.stdout", "wb") as so, open(folder / f"{tag}.stderr", "wb") as se:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, cwd=ROOT)
-        cpu = CpuTracker(proc.pid, str(session_dir))
+        cpu = CpuTracker(proc.pid, str(out))  # the run folder names the session's processes
         next_sample = 0.0
         try:
             while proc.poll() is None:
