@@ -1,4 +1,4 @@
-"""Request latencies: the summary's distribution is hdrh's own log iteration, counted fast."""
+"""Request latencies: the summary's percentiles and distribution are hdrh's own, counted fast."""
 
 from __future__ import annotations
 
@@ -19,6 +19,16 @@ def test_buckets_are_what_hdrhs_log_iterator_gives(seed):
                 for step in lat._hist.get_log_iterator(50, 1.25)]
     assert lat.buckets(50, 1.25) == expected
     assert sum(n for _, n in expected) == lat.count
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_percentiles_are_what_hdrh_gives(seed):
+    rng = random.Random(seed)
+    lat = Latencies()
+    scale_ms = [0.01, 0.5, 4.0, 60.0, 3000.0, 4e6][seed]
+    lat.record([rng.expovariate(1 / scale_ms) for _ in range(rng.choice([1, 2, 7, 300, 5000]))])
+    qs = (0, 0.1, 50, 90, 95, 99, 99.9, 100)
+    assert lat.percentiles(*qs) == [lat._hist.get_value_at_percentile(q) for q in qs]
 
 
 def test_summary_of_known_latencies():
