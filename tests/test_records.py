@@ -66,6 +66,21 @@ def test_top_k_beyond_the_classes_gives_every_class():
     assert rec["top"] == [["y", 0.9], ["x", 0.1]]
 
 
+def test_the_top_class_is_the_first_of_the_ranked_classes():
+    """Top-1 and the full ranking agree on the class and its value, ties included; a row with a NaN
+    gets the NaN's class, as argmax points at it."""
+    rng = np.random.default_rng(0)
+    out = rng.integers(0, 4, (200, 6)).astype(np.float32)  # many ties
+    out[5, 3] = out[9, 0] = np.nan
+    best, values = records.rank(out, 1)
+    ranked, ranked_values = records.rank(out, 6)
+    np.testing.assert_array_equal(best[:, 0], out.argmax(axis=1))
+    np.testing.assert_array_equal(values[:, 0], out[np.arange(200), best[:, 0]])
+    assert np.isnan(values[5, 0]) and best[5, 0] == 3 and np.isnan(values[9, 0])
+    finite = ~np.isnan(out).any(axis=1)
+    np.testing.assert_array_equal(values[finite, 0], ranked_values[finite, 0])
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_scores_stay_readable_json(bad):
     out = np.array([[bad, 0.0]], dtype=np.float32)

@@ -178,10 +178,15 @@ def safe_cast(array: np.ndarray, tensor: TensorInfo) -> tuple[np.ndarray, dict[i
             bad.setdefault(r, why)
 
     if kind == "f" and flat.size:
-        # x * 0 is 0 for a finite x and NaN for NaN or ±inf: one pass, no mask of every value (einsum's
-        # own loop: a BLAS product would start threads that spin on cores the campaign needs)
-        with np.errstate(invalid="ignore"):
-            mark(np.isnan(np.einsum("ij,j->i", flat, np.zeros(flat.shape[1], flat.dtype))), "NaN or infinite values")
+        # a finite sum: no NaN or infinity anywhere, the usual case, in one cheap pass. Else which rows:
+        # x * 0 is 0 for a finite x and NaN for NaN or ±inf, one pass with no mask of every value
+        # (einsum's own loop: a BLAS product would start threads that spin on cores the campaign needs)
+        with np.errstate(invalid="ignore", over="ignore"):
+            if not np.isfinite(flat.sum()):
+                zero = np.zeros(flat.shape[1], flat.dtype)
+                mark(np.isnan(np.einsum("ij,j->i", flat, zero)), "NaN or infinite values")
+        if array.dtype == dtype:  # nothing else to check
+            return array, bad
     if dtype.kind in "iu" and kind in "iuf" and flat.size:
         info = np.iinfo(dtype)
         with np.errstate(invalid="ignore"):

@@ -19,6 +19,7 @@ class ChunkReader:
 
     def __init__(self, spec: str | dict[str, Any] | InputBase):
         self.reader = input_spec(spec).reader()
+        self._regular: set[str] = set()  # the files found regular, asked once a task, not once a request
 
     def blocks(self, items: list[Item]) -> Iterator[tuple[list[str], str, Batch | Exception]]:
         """(ids, path, their named arrays, or the exception that is every one's error)."""
@@ -36,8 +37,10 @@ class ChunkReader:
         """`count` rows from `start` (a whole file: None and 1) as named arrays, or why they cannot be
         read. Only a regular file is opened (a FIFO would block the task forever)."""
         try:
-            if not stat.S_ISREG(os.stat(path).st_mode):
-                raise ValueError("not a regular file")
+            if path not in self._regular:
+                if not stat.S_ISREG(os.stat(path).st_mode):
+                    raise ValueError("not a regular file")
+                self._regular.add(path)
             block = self.reader.read(path, start, start + count if start is not None else None)
             if not isinstance(block, dict) or not block:
                 raise TypeError(f"the reader gave {type(block).__name__}, not named arrays")

@@ -50,6 +50,17 @@ def test_only_the_bad_rows_fail_and_the_others_are_converted_exactly():
     assert not bad and same.dtype == np.uint8
 
 
+def test_rows_of_the_models_float_type_are_checked_for_nan_only():
+    """Already FP32: NaN or infinity is a row's error, and large finite values whose sum overflows
+    are not (the whole-array sum that clears the usual case is only a first look)."""
+    rows = np.array([[1, 2, 3], [-np.inf, 0, 0], [3e38, 3e38, 3e38], [0, 0, np.nan]], np.float32)
+    same, bad = safe_cast(rows, F32)
+    assert same is rows and sorted(bad) == [1, 3] and all("NaN or infinite" in why for why in bad.values())
+    big = np.full((4, 3), 3e38, np.float32)
+    same, bad = safe_cast(big, F32)
+    assert same is big and not bad
+
+
 def test_named_arrays_map_onto_the_models_inputs():
     two = ModelInfo((TensorInfo("points", "FP32", (16, 3)), TensorInfo("features", "FP32", (4,))),
                     (TensorInfo("probs", "FP32", (3,)),), 8)
