@@ -52,14 +52,15 @@ def steady_size(wf: Workflow, items: int | None, request_ms: float | None = None
     """The size of the chunks after each worker's first, for about `items` items still to do: under
     `auto`, `growth(request_ms)` requests' worth, but no more than gives every worker two chunks
     (the last ones end together)."""
-    base = base_size(wf)
-    return base if wf.chunk_size != "auto" else _grown(base, items, wf.provider.max_workers, request_ms)
+    return _steady(wf, base_size(wf), items, request_ms)
 
 
-def _grown(base: int, items: int | None, workers: int, request_ms: float | None) -> int:
-    """`growth(request_ms)` requests of `base` items, at most a chunk that leaves each worker two."""
+def _steady(wf: Workflow, base: int, items: int | None, request_ms: float | None) -> int:
+    """`steady_size` from a base size already read (a campaign reads config.pbtxt once)."""
+    if wf.chunk_size != "auto":
+        return base
     grown = base * growth(request_ms)
-    return grown if items is None else max(base, min(grown, math.ceil(items / (2 * workers))))
+    return grown if items is None else max(base, min(grown, math.ceil(items / (2 * wf.provider.max_workers))))
 
 
 class ChunkSizes:
@@ -81,9 +82,7 @@ class ChunkSizes:
         if self.first:
             self.first -= 1
             return self.base
-        if self.wf.chunk_size != "auto":
-            return self.base
-        return _grown(self.base, self.items, self.wf.provider.max_workers, self.request_ms)
+        return _steady(self.wf, self.base, self.items, self.request_ms)
 
     def observe(self, latencies_ms: list[float]) -> None:
         """A finished chunk's request latencies: chunks made from now on are sized by them."""
