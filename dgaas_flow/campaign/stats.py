@@ -84,10 +84,14 @@ class Latencies:
         result["histogram"] = [[ms(upper), n] for upper, n in self.buckets(_FIRST_BUCKET_US, _BUCKET_GROWTH)]
         return result
 
+    def _counts(self) -> np.ndarray:
+        """The histogram's count of each sub-bucket, as a numpy view (no copy)."""
+        return np.ctypeslib.as_array(self._hist.counts)[: self._hist.counts_len]
+
     def percentiles(self, *qs: float) -> list[int]:
         """hdrh's `get_value_at_percentile(q)` for each q (µs), from one cumulative sum of the counts."""
         hist = self._hist
-        cumulative = np.cumsum(np.ctypeslib.as_array(hist.counts)[: hist.counts_len])
+        cumulative = np.cumsum(self._counts())
         values = []
         for q in qs:
             index = int(np.searchsorted(cumulative, hist.get_target_count_at_percentile(q), side="left"))
@@ -101,7 +105,7 @@ class Latencies:
         hist = self._hist
         if not self.count:
             return []
-        counts = np.ctypeslib.as_array(hist.counts)[: hist.counts_len]
+        counts = self._counts()
         recorded = np.flatnonzero(counts)
         values = np.array([hist.get_value_from_index(int(i)) for i in recorded])
         uppers, lowest = [float(first_us)], [hist.get_lowest_equivalent_value(first_us)]
