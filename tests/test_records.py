@@ -78,6 +78,7 @@ def test_the_top_class_is_the_first_of_the_ranked_classes():
     np.testing.assert_array_equal(values[:, 0], out[np.arange(200), best[:, 0]])
     assert np.isnan(values[5, 0]) and best[5, 0] == 3 and np.isnan(values[9, 0])
     finite = ~np.isnan(out).any(axis=1)
+    np.testing.assert_array_equal(best[finite, 0], ranked[finite, 0])
     np.testing.assert_array_equal(values[finite, 0], ranked_values[finite, 0])
 
 
